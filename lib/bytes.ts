@@ -1,0 +1,58 @@
+/**
+ * Byte strings: the node handles wire data as strings whose char codes are the bytes
+ * (ISO-8859-1), so that any input, binary garbage included, echoes back byte for byte and
+ * string comparison is byte comparison. Only the places JSON is real Unicode; it is turned
+ * into a byte string (UTF-8) before it meets the wire.
+ *
+ * @example
+ * ```ts
+ * const s = bytesToString(new Uint8Array([0x41, 0xff]));
+ * stringToBytes(s); // Uint8Array [0x41, 0xff]
+ * ```
+ * @module
+ */
+
+const CHUNK = 8192;
+
+/** Decodes bytes into a byte string (one char per byte, 0..255). */
+export function bytesToString(bytes: Uint8Array): string {
+  if (bytes.length <= CHUNK) {
+    return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  }
+  let out = "";
+  for (let i = 0; i < bytes.length; i += CHUNK) {
+    out += String.fromCharCode.apply(
+      null,
+      bytes.subarray(i, i + CHUNK) as unknown as number[],
+    );
+  }
+  return out;
+}
+
+/** Encodes a byte string back into its bytes. Chars above 255 are a caller's bug. */
+export function stringToBytes(s: string): Uint8Array {
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+const encoder = new TextEncoder();
+
+/** Turns a Unicode string (such as JSON with place names) into a UTF-8 byte string. */
+export function utf8ByteString(text: string): string {
+  // Fast path: pure ASCII needs no re-encoding.
+  // deno-lint-ignore no-control-regex
+  if (!/[^\x00-\x7f]/.test(text)) return text;
+  return bytesToString(encoder.encode(text));
+}
+
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Reads a byte string as UTF-8; null when the bytes are not valid UTF-8. */
+export function decodeUtf8(byteString: string): string | null {
+  try {
+    return strictDecoder.decode(stringToBytes(byteString));
+  } catch {
+    return null;
+  }
+}
