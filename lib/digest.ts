@@ -1,0 +1,104 @@
+/**
+ * Digests of a node's records, for catch-up between neighbors: the records are spread over
+ * a fixed number of buckets by a hash of the client id, and each bucket keeps the XOR of a
+ * 64-bit hash of each record's AT line. XOR makes updates O(1) (remove the old line, add the
+ * new) and the result independent of arrival order, so two nodes holding the same latest
+ * records hold the same digests.
+ *
+ * @example
+ * ```ts
+ * const d = new Digest();
+ * d.replace("kiwi", undefined, "AT A +0.000000000 kiwi +1+1 5");
+ * d.root(); // a short string that changes with any record
+ * ```
+ * @module
+ */
+
+/** Number of buckets; a power of two. */
+export const BUCKETS = 1024;
+
+/** FNV-1a over a byte string's char codes, 32 bits, with a seed mixed into the basis. */
+export function fnv1a(s: string, seed = 0): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  // Final avalanche so nearby inputs spread over all bits.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+/** The bucket a client's record lives in. */
+export function bucketOf(client: string): number {
+  return fnv1a(client, 0x9e3779b9) & (BUCKETS - 1);
+}
+
+/** Per-bucket XOR of 64-bit line hashes. */
+export class Digest {
+  readonly lo: Uint32Array = new Uint32Array(BUCKETS);
+  readonly hi: Uint32Array = new Uint32Array(BUCKETS);
+
+  /** Accounts for `client`'s record changing from `before` (if any) to `after`. */
+  replace(client: string, before: string | undefined, after: string): void {
+    const b = bucketOf(client);
+    if (before !== undefined) {
+      this.lo[b] ^= fnv1a(before, 1);
+      this.hi[b] ^= fnv1a(before, 2);
+    }
+    this.lo[b] ^= fnv1a(after, 1);
+    this.hi[b] ^= fnv1a(after, 2);
+  }
+
+  /** A short summary of all buckets: equal roots mean (with high probability) equal records. */
+  root(): string {
+    let a = 0x12345678;
+    let b = 0x9abcdef0;
+    for (let i = 0; i < BUCKETS; i++) {
+      a = Math.imul(a ^ this.lo[i], 0x01000193) ^ (a >>> 15);
+      b = Math.imul(b ^ this.hi[i], 0x5bd1e995) ^ (b >>> 13);
+    }
+    return ((a >>> 0).toString(16).padStart(8, "0") +
+      (b >>> 0).toString(16).padStart(8, "0"));
+  }
+
+  /** All bucket digests as base64 (8 bytes a bucket). */
+  encode(): string {
+    const bytes = new Uint8Array(BUCKETS * 8);
+    const view = new DataView(bytes.buffer);
+    for (let i = 0; i < BUCKETS; i++) {
+      view.setUint32(i * 8, this.lo[i]);
+      view.setUint32(i * 8 + 4, this.hi[i]);
+    }
+    let s = "";
+    for (let i = 0; i < bytes.length; i += 4096) {
+      s += String.fromCharCode(...bytes.subarray(i, i + 4096));
+    }
+    return btoa(s);
+  }
+
+  /** The buckets in which `encoded` (another node's `encode()`) differs; null if malformed. */
+  differing(encoded: string): Set<number> | null {
+    let raw: string;
+    try {
+      raw = atob(encoded);
+    } catch {
+      return null;
+    }
+    if (raw.length !== BUCKETS * 8) return null;
+    const out = new Set<number>();
+    for (let i = 0; i < BUCKETS; i++) {
+      const lo = word(raw, i * 8);
+      const hi = word(raw, i * 8 + 4);
+      if (lo !== this.lo[i] || hi !== this.hi[i]) out.add(i);
+    }
+    return out;
+  }
+}
+
+function word(raw: string, at: number): number {
+  return ((raw.charCodeAt(at) << 24) | (raw.charCodeAt(at + 1) << 16) |
+    (raw.charCodeAt(at + 2) << 8) | raw.charCodeAt(at + 3)) >>> 0;
+}

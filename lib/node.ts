@@ -1,0 +1,351 @@
+/**
+ * One herd node, composed from its config: the data directory and its lock, the log, the
+ * KV store, the client server, the neighbor pool and the places provider. `start()` brings
+ * it up (listening within milliseconds; records load in the background) and `stop()` takes
+ * it down cleanly: stop accepting, answer what is in flight, flush state and log.
+ *
+ * Everything from the outside world is injected (places provider with its `fetch`, clock,
+ * KV path), and nothing is module-level, so a whole herd runs in one process in tests.
+ *
+ * @example
+ * ```ts
+ * const node = new HerdNode({
+ *   name: "Alford",
+ *   topology,
+ *   dataDir: "data",
+ *   places: createPlaces({ provider: "offline" }),
+ * });
+ * await node.start();
+ * // ...
+ * await node.stop();
+ * ```
+ * @module
+ */
+
+import { utf8ByteString } from "./bytes.ts";
+import { type Clock, formatSkew, systemClock } from "./clock.ts";
+import { Flood } from "./flood.ts";
+import type { LineFramer } from "./lines.ts";
+import { parseLocation } from "./location.ts";
+import { NodeLog } from "./log.ts";
+import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
+import {
+  formatInvalid,
+  formatWhatsat,
+  parseCommand,
+  placesJson,
+  type WhatsatCommand,
+} from "./protocol.ts";
+import { clientOf, formatAt } from "./record.ts";
+import { Server, type Session } from "./server.ts";
+import { Store } from "./store.ts";
+import type { Topology } from "./topology.ts";
+
+/** A node's configuration. */
+export interface NodeConfig {
+  /** This node's name in the topology. */
+  name: string;
+  topology: Topology;
+  /** Directory for the KV store, log and lock; null keeps everything in memory (tests). */
+  dataDir: string | null;
+  /** KV location override: a path, `:memory:`, or a KV Connect URL. Default `<dataDir>/<name>.kv`. */
+  kv?: string;
+  places: PlacesProvider;
+  /** Shared secret between nodes (`HERD_SECRET`). */
+  secret?: string;
+  clock?: Clock;
+  /** Bind address override (default: the topology's host). */
+  hostname?: string;
+  /** Longest client line in bytes. Default 16 KiB. */
+  maxLineBytes?: number;
+  /** A WHATSAT is answered within this many ms whatever upstream does. Default 5000. */
+  whatsatTimeoutMs?: number;
+  /** Print events on stdout. Default true. */
+  console?: boolean;
+  /** Flood tuning (tests shorten intervals). */
+  flood?: {
+    backoffBaseMs?: number;
+    backoffMaxMs?: number;
+    handshakeTimeoutMs?: number;
+    syncIntervalMs?: number;
+    maxOutboxBytes?: number;
+  };
+  /** Store tuning. */
+  store?: { snapshotMinRecords?: number };
+}
+
+/** A problem the operator caused or can fix; its message is one line. */
+export class NodeStartError extends Error {
+  override name = "NodeStartError";
+}
+
+/** One node of the herd. */
+export class HerdNode {
+  readonly config: NodeConfig;
+  readonly name: string;
+  #log!: NodeLog;
+  #kv!: Deno.Kv;
+  #store!: Store;
+  #server!: Server;
+  #flood!: Flood;
+  #lock: Deno.FsFile | null = null;
+  #clock: Clock;
+  #started = false;
+  #stopping: Promise<void> | null = null;
+
+  constructor(config: NodeConfig) {
+    this.config = config;
+    this.name = config.name;
+    this.#clock = config.clock ?? systemClock;
+    if (!config.topology.servers.has(config.name)) {
+      const known = [...config.topology.servers.keys()].join(", ");
+      throw new NodeStartError(
+        `unknown node name ${
+          JSON.stringify(config.name)
+        }; the topology has: ${known}`,
+      );
+    }
+  }
+
+  /** The port the node listens on. */
+  get port(): number {
+    return this.#server.port;
+  }
+
+  /** The node's store (tests and tools read it). */
+  get store(): Store {
+    return this.#store;
+  }
+
+  /** The node's log. */
+  get log(): NodeLog {
+    return this.#log;
+  }
+
+  /** The neighbor pool. */
+  get flood(): Flood {
+    return this.#flood;
+  }
+
+  /** Brings the node up; throws NodeStartError for operator-fixable problems. */
+  async start(): Promise<void> {
+    const { name, dataDir, topology } = this.config;
+    const spec = topology.servers.get(name)!;
+    if (dataDir !== null) await this.#prepareDataDir(dataDir);
+    this.#log = await NodeLog.open({
+      node: name,
+      path: dataDir === null ? null : `${dataDir}/${name}.log`,
+      console: this.config.console,
+    });
+    const kvPath = this.config.kv ??
+      (dataDir === null ? ":memory:" : `${dataDir}/${name}.kv`);
+    try {
+      this.#kv = await Deno.openKv(kvPath);
+    } catch (e) {
+      throw new NodeStartError(
+        `cannot open the KV store ${kvPath}: ${(e as Error).message}`,
+      );
+    }
+    this.#store = await Store.open(this.#kv, {
+      log: this.#log,
+      ...this.config.store,
+    });
+    this.#server = new Server({
+      hostname: this.config.hostname ?? spec.host,
+      port: spec.port,
+      log: this.#log,
+      maxLineBytes: this.config.maxLineBytes,
+      handler: {
+        line: (line, session) => this.#onLine(line, session),
+        peer: (conn, lines, framer, id) =>
+          this.#onPeer(conn, lines, framer, id),
+      },
+    });
+    this.#flood = new Flood({
+      name,
+      neighbors: spec.neighbors.map((n) => topology.servers.get(n)!),
+      secret: this.config.secret,
+      store: this.#store,
+      log: this.#log,
+      receive: (lines, from) => this.#onRecords(lines, from),
+      connId: () => this.#server.nextId(),
+      ...this.config.flood,
+    });
+    try {
+      this.#server.listen();
+    } catch (e) {
+      await this.#release();
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new NodeStartError(
+          `port ${spec.port} on ${spec.host} is already in use (is ${name} already running?)`,
+        );
+      }
+      throw new NodeStartError(
+        `cannot listen on ${spec.host}:${spec.port}: ${(e as Error).message}`,
+      );
+    }
+    this.#started = true;
+    this.#flood.start();
+    this.config.places.warm?.();
+    this.#log.event("listening", {
+      host: spec.host,
+      port: this.port,
+      places: this.config.places.describe(),
+      kv: kvPath.includes("://") ? kvPath.replace(/\?.*$/, "") : kvPath,
+      neighbors: spec.neighbors.join(","),
+      secret: this.config.secret ? "set" : "none",
+    });
+  }
+
+  /** Creates the data directory, checks it is writable, and takes this node's lock in it. */
+  async #prepareDataDir(dir: string): Promise<void> {
+    try {
+      await Deno.mkdir(dir, { recursive: true });
+      const probe = `${dir}/.${this.name}.probe`;
+      await Deno.writeTextFile(probe, "");
+      await Deno.remove(probe);
+    } catch (e) {
+      throw new NodeStartError(
+        `data directory ${dir} is not usable: ${(e as Error).message}`,
+      );
+    }
+    const lockPath = `${dir}/${this.name}.lock`;
+    const file = await Deno.open(lockPath, { create: true, write: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const locked = await Promise.race([
+      file.lock(true).then(() => true),
+      new Promise<false>((r) => (timer = setTimeout(() => r(false), 300))),
+    ]);
+    clearTimeout(timer);
+    if (!locked) {
+      throw new NodeStartError(
+        `${dir}/${this.name}.kv is in use by another process (${lockPath} is locked): is ${this.name} already running?`,
+      );
+    }
+    this.#lock = file;
+  }
+
+  #onLine(line: string, session: Session): void {
+    const cmd = parseCommand(line);
+    if (cmd.kind === "IAMAT") {
+      const skew = formatSkew(this.#clock() - cmd.timeNs);
+      const at = formatAt(this.name, skew, cmd.client, cmd.location, cmd.time);
+      if (this.#store.offer(at, cmd.client)) this.#flood.publish(at);
+      session.reply(at + "\n", this.#store.durable());
+    } else if (cmd.kind === "WHATSAT") {
+      if (this.#store.isLoaded) {
+        const held = this.#store.get(cmd.client);
+        if (held === undefined) session.reply(formatInvalid(line));
+        else session.replyLater(this.#whatsat(held, cmd));
+      } else {
+        session.replyLater(this.#store.loaded.then(() => {
+          const held = this.#store.get(cmd.client);
+          return held === undefined
+            ? formatInvalid(line)
+            : this.#whatsat(held, cmd);
+        }));
+      }
+    } else {
+      session.reply(formatInvalid(line));
+    }
+  }
+
+  /** Answers a WHATSAT for a known client; always resolves within the bound. */
+  async #whatsat(held: string, cmd: WhatsatCommand): Promise<string> {
+    const location = held.split(" ")[4];
+    const loc = parseLocation(location)!;
+    const query: NearbyQuery = {
+      lat: loc.lat,
+      lng: loc.lng,
+      latDeg: loc.latDeg,
+      lngDeg: loc.lngDeg,
+      radiusM: cmd.radiusM,
+      radiusMeters: Number(cmd.radiusM),
+      bound: cmd.bound,
+    };
+    const limit = this.config.whatsatTimeoutMs ?? 5000;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<PlacesAnswer>((resolve) => {
+      timer = setTimeout(() =>
+        resolve({
+          html_attributions: [],
+          results: [],
+          status: "UNKNOWN_ERROR",
+          error_message: `places did not answer within ${limit} ms`,
+        }), limit);
+    });
+    let answer: PlacesAnswer;
+    try {
+      answer = await Promise.race([this.config.places.nearby(query), late]);
+    } catch (e) {
+      answer = {
+        html_attributions: [],
+        results: [],
+        status: "UNKNOWN_ERROR",
+        error_message: `places failed: ${(e as Error).message}`,
+      };
+    } finally {
+      clearTimeout(timer);
+    }
+    if (answer.results.length > cmd.bound) {
+      answer = { ...answer, results: answer.results.slice(0, cmd.bound) };
+    }
+    return formatWhatsat(held, utf8ByteString(placesJson(answer)));
+  }
+
+  #onPeer(conn: Deno.TcpConn, lines: string[], framer: LineFramer, id: number) {
+    if (lines[0].startsWith("HERD HELLO ")) {
+      this.#flood.adopt(conn, lines, framer, id);
+      return;
+    }
+    // Not a peer handshake after all: a client line that starts with "HERD ".
+    const bytes = new TextEncoder().encode(formatInvalid(lines[0]));
+    conn.write(bytes).catch(() => {}).finally(() => {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    });
+  }
+
+  #onRecords(lines: string[], from: string): void {
+    let accepted = 0;
+    for (const line of lines) {
+      if (this.#store.offer(line, clientOf(line))) {
+        this.#flood.publish(line, from);
+        accepted++;
+      }
+    }
+    this.#flood.accepted(accepted);
+  }
+
+  /** Stops cleanly; idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= this.#stop();
+    return this.#stopping;
+  }
+
+  async #stop(): Promise<void> {
+    if (!this.#started) return;
+    this.#log.event("stopping");
+    await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
+    await this.#flood.stop();
+    await this.#store.close();
+    await this.config.places.close();
+    this.#log.event("stopped", { clients: this.#store.size });
+    await this.#release();
+  }
+
+  async #release(): Promise<void> {
+    try {
+      this.#kv?.close();
+    } catch { /* closed */ }
+    await this.#log?.close();
+    if (this.#lock) {
+      try {
+        await this.#lock.unlock();
+      } catch { /* released */ }
+      this.#lock.close();
+      this.#lock = null;
+    }
+  }
+}

@@ -1,0 +1,152 @@
+/**
+ * A peer connection as lines in and lines out: reads frame into a queue that the owner
+ * pulls from (one line with a deadline during the handshake, whole batches afterwards), and
+ * writes go through a bounded outbox flushed once per microtask turn, so records published
+ * together leave in one write.
+ *
+ * @module
+ */
+
+import { stringToBytes } from "./bytes.ts";
+import type { LineFramer } from "./lines.ts";
+import { writeAll } from "./log.ts";
+
+/** Thrown by `nextLine` when its deadline passes. */
+export class PeerTimeout extends Error {
+  override name = "PeerTimeout";
+}
+
+/** Lines over one TCP connection to or from a peer. */
+export class PeerChannel {
+  readonly conn: Deno.TcpConn;
+  readonly #framer: LineFramer;
+  readonly #maxOutboxBytes: number;
+  #queue: string[];
+  #eof = false;
+  #out: string[] = [];
+  #outBytes = 0;
+  #writing = false;
+  #closed = false;
+  #buf = new Uint8Array(64 * 1024);
+  /** Bytes written and read, for operators and benchmarks. */
+  bytesOut = 0;
+  bytesIn = 0;
+
+  constructor(
+    conn: Deno.TcpConn,
+    framer: LineFramer,
+    initial: string[],
+    maxOutboxBytes: number,
+  ) {
+    this.conn = conn;
+    this.#framer = framer;
+    this.#queue = initial;
+    this.#maxOutboxBytes = maxOutboxBytes;
+  }
+
+  /** True once closed by either side. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Bytes queued for writing. */
+  get outboxBytes(): number {
+    return this.#outBytes;
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#eof) return false;
+    let n: number | null;
+    try {
+      n = await this.conn.read(this.#buf);
+    } catch {
+      n = null;
+    }
+    if (n === null) {
+      this.#eof = true;
+      const last = this.#framer.end();
+      if (last !== null) this.#queue.push(last);
+      return this.#queue.length > 0;
+    }
+    this.bytesIn += n;
+    const framed = this.#framer.push(this.#buf.subarray(0, n));
+    for (const l of framed.lines) this.#queue.push(l);
+    if (framed.overflow !== null) this.#eof = true;
+    return true;
+  }
+
+  /** The next line, or null at EOF; throws PeerTimeout after `timeoutMs`. */
+  async nextLine(timeoutMs: number): Promise<string | null> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
+    if (this.#queue.length === 0) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.close();
+      }, timeoutMs);
+    }
+    try {
+      while (this.#queue.length === 0) {
+        if (!(await this.#fill())) break;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    if (timedOut) throw new PeerTimeout(`no answer within ${timeoutMs} ms`);
+    return this.#queue.shift() ?? null;
+  }
+
+  /** Every line available now (waiting for at least one), or null at EOF. */
+  async nextBatch(): Promise<string[] | null> {
+    while (this.#queue.length === 0) {
+      if (!(await this.#fill())) return null;
+    }
+    const lines = this.#queue;
+    this.#queue = [];
+    return lines;
+  }
+
+  /**
+   * Queues text (whole lines, each ending in `\n`). Returns false, queuing nothing, when the
+   * outbox would pass its bound: the owner then drops the link and relies on catch-up.
+   */
+  send(text: string): boolean {
+    if (this.#closed) return false;
+    if (this.#outBytes + text.length > this.#maxOutboxBytes) return false;
+    this.#out.push(text);
+    this.#outBytes += text.length;
+    if (!this.#writing) {
+      this.#writing = true;
+      queueMicrotask(() => this.#writeLoop());
+    }
+    return true;
+  }
+
+  async #writeLoop(): Promise<void> {
+    try {
+      while (this.#out.length > 0 && !this.#closed) {
+        const text = this.#out.length === 1 ? this.#out[0] : this.#out.join("");
+        this.#out = [];
+        this.#outBytes = 0;
+        const bytes = stringToBytes(text);
+        await writeAll(this.conn, bytes);
+        this.bytesOut += bytes.length;
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+    }
+  }
+
+  /** Closes the connection (idempotent). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#out = [];
+    this.#outBytes = 0;
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+  }
+}
