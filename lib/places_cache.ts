@@ -1,0 +1,437 @@
+/**
+ * The cache, coalescing and concurrency limit in front of a paid places upstream.
+ *
+ * Google bills every Nearby Search call, and a herd of clients asking about the same spot would
+ * otherwise pay for the same answer again and again. This module puts three things between the
+ * node and the upstream:
+ *
+ * - an LRU cache of successful answers (`OK`, `ZERO_RESULTS`) for a TTL, keyed by provider,
+ *   location rounded to 4 decimal places (about 11 m) and radius. The cut to the client's bound
+ *   happens after the cache, so one full upstream answer serves every bound;
+ * - coalescing: identical requests in flight share one upstream call;
+ * - a limit on upstream calls at once, with a bounded FIFO behind it. A full queue is answered
+ *   at once with an `OVER_QUERY_LIMIT` failure answer rather than growing without bound.
+ *
+ * Every caller gets an answer within `timeoutMs` of asking, whether it waited in the queue,
+ * joined a call in flight or started one; failures are answers, never rejections.
+ *
+ * @example
+ * ```ts
+ * import { createCachedProvider } from "./places_cache.ts";
+ *
+ * const places = createCachedProvider({
+ *   name: "google",
+ *   description: "google (a fake)",
+ *   upstream: () => Promise.resolve({ html_attributions: [], results: [], status: "ZERO_RESULTS" }),
+ *   timeoutMs: 4500,
+ *   cacheTtlMs: 60_000,
+ *   cacheMaxEntries: 10_000,
+ *   maxInFlight: 16,
+ *   maxQueue: 1024,
+ *   now: Date.now,
+ *   scrub: (text) => text,
+ * });
+ * ```
+ *
+ * @module
+ */
+import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
+
+/**
+ * One upstream call for one query. It should resolve with an answer (success or failure) and
+ * stop when `signal` aborts; the limiter also races it against the signal, so an upstream that
+ * ignores the signal still cannot hold a caller or a slot past the timeout.
+ */
+export type UpstreamCall = (
+  q: NearbyQuery,
+  signal: AbortSignal,
+) => Promise<PlacesAnswer>;
+
+/** What {@linkcode createCachedProvider} needs: the upstream and every bound, explicitly. */
+export interface CachedProviderOptions {
+  /** Provider name, also the first part of the cache key. */
+  name: string;
+  /** What {@linkcode PlacesProvider.describe} returns. */
+  description: string;
+  /** The call that asks the upstream. */
+  upstream: UpstreamCall;
+  /** Bound on each caller's wait and on each upstream call, in milliseconds. */
+  timeoutMs: number;
+  /** How long a successful answer is served from the cache, in milliseconds. */
+  cacheTtlMs: number;
+  /** Most answers kept; the least recently used goes first. 0 disables the cache. */
+  cacheMaxEntries: number;
+  /** Most upstream calls at once. */
+  maxInFlight: number;
+  /** Most distinct requests waiting for an upstream slot. */
+  maxQueue: number;
+  /** The clock for the cache TTL (injected so tests can move time). */
+  now: () => number;
+  /** Removes secrets from any text that may end up in an answer. */
+  scrub: (text: string) => string;
+}
+
+/** Upstream statuses that mean "the call worked"; only these are cached. */
+const SUCCESS_STATUSES: ReadonlySet<string> = new Set(["OK", "ZERO_RESULTS"]);
+
+/** Failure statuses counted by name in stats; anything else counts as `OTHER`. */
+const KNOWN_FAILURES: ReadonlySet<string> = new Set([
+  "INVALID_REQUEST",
+  "OVER_QUERY_LIMIT",
+  "REQUEST_DENIED",
+  "UNKNOWN_ERROR",
+  "NOT_FOUND",
+]);
+
+/**
+ * A failure answer in the legacy shape. The one place that builds them, so every failure the
+ * node sends has the same four fields.
+ */
+export function failureAnswer(status: string, message: string): PlacesAnswer {
+  return {
+    html_attributions: [],
+    results: [],
+    status,
+    error_message: message,
+  };
+}
+
+/** Whether an answer is a success (and so may be cached and counted as such). */
+export function isSuccess(answer: PlacesAnswer): boolean {
+  return SUCCESS_STATUSES.has(answer.status);
+}
+
+/**
+ * A copy of `answer` with `results` cut to `bound`. A copy, so the cached answer is never
+ * changed by what a caller does with its own.
+ */
+export function cutToBound(answer: PlacesAnswer, bound: number): PlacesAnswer {
+  return { ...answer, results: answer.results.slice(0, Math.max(0, bound)) };
+}
+
+/**
+ * The cache key of a query: provider, location rounded to 4 decimal places (about 11 m, so
+ * clients a few steps apart share an answer) and radius in metres. Integers of 1e-4 degrees
+ * avoid "-0.0000" and float formatting surprises.
+ */
+export function cacheKey(provider: string, q: NearbyQuery): string {
+  const lat = Math.round(q.latDeg * 1e4);
+  const lng = Math.round(q.lngDeg * 1e4);
+  return `${provider}|${lat}|${lng}|${q.radiusMeters}`;
+}
+
+interface CacheEntry {
+  answer: PlacesAnswer;
+  expiresAt: number;
+}
+
+/** A TTL + LRU map on a `Map`, whose insertion order is the recency order. */
+interface AnswerCache {
+  get(key: string, now: number): PlacesAnswer | undefined;
+  set(key: string, answer: PlacesAnswer, now: number): void;
+  readonly size: number;
+  readonly evictions: number;
+}
+
+function createAnswerCache(maxEntries: number, ttlMs: number): AnswerCache {
+  const entries = new Map<string, CacheEntry>();
+  let evictions = 0;
+  return {
+    get(key, now) {
+      const entry = entries.get(key);
+      if (entry === undefined) return undefined;
+      entries.delete(key);
+      if (now >= entry.expiresAt) return undefined;
+      entries.set(key, entry);
+      return entry.answer;
+    },
+    set(key, answer, now) {
+      if (maxEntries <= 0 || ttlMs <= 0) return;
+      entries.delete(key);
+      entries.set(key, { answer, expiresAt: now + ttlMs });
+      while (entries.size > maxEntries) {
+        const oldest = entries.keys().next().value as string;
+        entries.delete(oldest);
+        evictions++;
+      }
+    },
+    get size() {
+      return entries.size;
+    },
+    get evictions() {
+      return evictions;
+    },
+  };
+}
+
+/** One upstream request and everyone waiting for it. */
+interface Flight {
+  readonly key: string;
+  readonly query: NearbyQuery;
+  readonly promise: Promise<PlacesAnswer>;
+  readonly settle: (answer: PlacesAnswer) => void;
+  waiters: number;
+  running: boolean;
+}
+
+function newFlight(key: string, query: NearbyQuery): Flight {
+  const { promise, resolve } = Promise.withResolvers<PlacesAnswer>();
+  return { key, query, promise, settle: resolve, waiters: 0, running: false };
+}
+
+/**
+ * A promise that resolves with the abort reason's message once `signal` aborts, and a
+ * `dispose` that removes the listener when the race is over.
+ */
+function whenAborted(
+  signal: AbortSignal,
+): { promise: Promise<string>; dispose: () => void } {
+  const { promise, resolve } = Promise.withResolvers<string>();
+  const onAbort = () => resolve(reasonMessage(signal.reason));
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  return {
+    promise,
+    dispose: () => signal.removeEventListener("abort", onAbort),
+  };
+}
+
+/** The message of an abort reason or thrown value, whatever its type. */
+export function reasonMessage(reason: unknown): string {
+  return reason instanceof Error ? reason.message : String(reason);
+}
+
+/** The message every caller gets when the answer does not come in time. */
+export function timeoutMessage(timeoutMs: number): string {
+  return `places upstream did not answer within ${timeoutMs} ms`;
+}
+
+/** Calls the upstream; a synchronous throw becomes a rejected promise like any other failure. */
+function startCall(
+  upstream: UpstreamCall,
+  q: NearbyQuery,
+  signal: AbortSignal,
+): Promise<PlacesAnswer> {
+  try {
+    return upstream(q, signal);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+/** Waits until every promise has settled, or `ms` has passed, whichever comes first. */
+async function settledWithin(
+  promises: Promise<unknown>[],
+  ms: number,
+): Promise<void> {
+  if (promises.length === 0) return;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const grace = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  try {
+    await Promise.race([Promise.allSettled(promises), grace]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A provider that answers from the cache, coalesces identical requests, and limits and queues
+ * upstream calls. See the module doc for why; all state lives in this closure.
+ */
+export function createCachedProvider(
+  options: CachedProviderOptions,
+): PlacesProvider {
+  const cache = createAnswerCache(options.cacheMaxEntries, options.cacheTtlMs);
+  const flights = new Map<string, Flight>();
+  const queue = new Map<string, Flight>();
+  const controllers = new Set<AbortController>();
+  const upstreamCalls = new Set<Promise<PlacesAnswer>>();
+  const counts: Record<string, number> = {
+    requests: 0,
+    cacheHits: 0,
+    cacheMisses: 0,
+    coalesced: 0,
+    upstreamCalls: 0,
+    upstreamSuccesses: 0,
+    upstreamFailures: 0,
+    rejectedQueueFull: 0,
+    callerTimeouts: 0,
+  };
+  let running = 0;
+  let closed = false;
+
+  function count(name: string): void {
+    counts[name] = (counts[name] ?? 0) + 1;
+  }
+
+  function recordOutcome(answer: PlacesAnswer): void {
+    if (isSuccess(answer)) {
+      count("upstreamSuccesses");
+      return;
+    }
+    count("upstreamFailures");
+    const status = KNOWN_FAILURES.has(answer.status) ? answer.status : "OTHER";
+    count(`failures.${status}`);
+  }
+
+  async function askUpstream(flight: Flight): Promise<PlacesAnswer> {
+    const controller = new AbortController();
+    controllers.add(controller);
+    const timer = setTimeout(
+      () => controller.abort(new Error(timeoutMessage(options.timeoutMs))),
+      options.timeoutMs,
+    );
+    const aborted = whenAborted(controller.signal);
+    const call = startCall(options.upstream, flight.query, controller.signal);
+    upstreamCalls.add(call);
+    const forget = () => upstreamCalls.delete(call);
+    call.then(forget, forget);
+    try {
+      return await Promise.race([
+        call,
+        aborted.promise.then((message) =>
+          failureAnswer("UNKNOWN_ERROR", message)
+        ),
+      ]);
+    } catch (error) {
+      return failureAnswer(
+        "UNKNOWN_ERROR",
+        options.scrub(`places upstream call failed: ${reasonMessage(error)}`),
+      );
+    } finally {
+      clearTimeout(timer);
+      aborted.dispose();
+      controllers.delete(controller);
+    }
+  }
+
+  async function run(flight: Flight): Promise<void> {
+    running++;
+    flight.running = true;
+    count("upstreamCalls");
+    const answer = await askUpstream(flight);
+    running--;
+    flights.delete(flight.key);
+    recordOutcome(answer);
+    if (isSuccess(answer) && !closed) {
+      cache.set(flight.key, answer, options.now());
+    }
+    flight.settle(answer);
+    pump();
+  }
+
+  function pump(): void {
+    while (!closed && running < options.maxInFlight && queue.size > 0) {
+      const next = queue.values().next().value as Flight;
+      queue.delete(next.key);
+      void run(next);
+    }
+  }
+
+  /** A caller stops waiting; a queued flight nobody waits for any more is dropped. */
+  function leave(flight: Flight): void {
+    flight.waiters--;
+    if (flight.waiters > 0 || flight.running) return;
+    queue.delete(flight.key);
+    flights.delete(flight.key);
+    flight.settle(
+      failureAnswer("UNKNOWN_ERROR", timeoutMessage(options.timeoutMs)),
+    );
+  }
+
+  function waitFor(flight: Flight): Promise<PlacesAnswer> {
+    flight.waiters++;
+    const { promise, resolve } = Promise.withResolvers<PlacesAnswer>();
+    const timer = setTimeout(() => {
+      count("callerTimeouts");
+      resolve(
+        failureAnswer("UNKNOWN_ERROR", timeoutMessage(options.timeoutMs)),
+      );
+      leave(flight);
+    }, options.timeoutMs);
+    void flight.promise.then((answer) => {
+      clearTimeout(timer);
+      resolve(answer);
+    });
+    return promise;
+  }
+
+  /** The flight for `key`: the one in flight or queued, a new one, or none if the queue is full. */
+  function flightFor(key: string, q: NearbyQuery): Flight | undefined {
+    const existing = flights.get(key);
+    if (existing !== undefined) {
+      count("coalesced");
+      return existing;
+    }
+    const canRun = running < options.maxInFlight;
+    if (!canRun && queue.size >= options.maxQueue) return undefined;
+    const flight = newFlight(key, q);
+    flights.set(key, flight);
+    if (canRun) void run(flight);
+    else queue.set(key, flight);
+    return flight;
+  }
+
+  async function nearby(q: NearbyQuery): Promise<PlacesAnswer> {
+    count("requests");
+    if (closed) {
+      return failureAnswer("UNKNOWN_ERROR", "places provider is closed");
+    }
+    const key = cacheKey(options.name, q);
+    const cached = cache.get(key, options.now());
+    if (cached !== undefined) {
+      count("cacheHits");
+      return cutToBound(cached, q.bound);
+    }
+    count("cacheMisses");
+    const flight = flightFor(key, q);
+    if (flight === undefined) {
+      count("rejectedQueueFull");
+      return failureAnswer(
+        "OVER_QUERY_LIMIT",
+        `the node's places queue is full (${options.maxQueue} requests waiting for ${options.maxInFlight} upstream calls); try again later`,
+      );
+    }
+    return cutToBound(await waitFor(flight), q.bound);
+  }
+
+  /**
+   * Aborts what is in flight and waits (at most `timeoutMs`) for those upstream calls to end,
+   * so no fetch outlives the provider.
+   */
+  async function close(): Promise<void> {
+    if (closed) return;
+    closed = true;
+    for (const flight of queue.values()) {
+      flights.delete(flight.key);
+      flight.settle(
+        failureAnswer("UNKNOWN_ERROR", "places provider is closed"),
+      );
+    }
+    queue.clear();
+    for (const controller of controllers) {
+      controller.abort(new Error("places provider is closed"));
+    }
+    await settledWithin([...upstreamCalls], options.timeoutMs);
+  }
+
+  function stats(): Record<string, number> {
+    return {
+      ...counts,
+      inFlight: running,
+      queued: queue.size,
+      cacheEntries: cache.size,
+      cacheEvictions: cache.evictions,
+    };
+  }
+
+  return {
+    name: options.name,
+    describe: () => options.description,
+    nearby,
+    close,
+    stats,
+  };
+}
