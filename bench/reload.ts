@@ -1,0 +1,88 @@
+/**
+ * Restart with many clients stored: build a node's KV with `BENCH_CLIENTS` clients
+ * (default 1,000,000) through the store's own group commit and snapshot, then measure, for
+ * a real `main.ts` process: spawn to listening (TCP connect succeeds) and spawn to fully
+ * loaded (its `store_loaded` line); and, in this process, heap bytes per client once loaded.
+ *
+ * Run with `--v8-flags=--expose-gc` for the memory figure.
+ *
+ * @module
+ */
+
+import { Store } from "../lib/store.ts";
+import {
+  gc,
+  NodeProcess,
+  result,
+  waitListening,
+  writeTopology,
+} from "./common.ts";
+
+const clients = Number(Deno.env.get("BENCH_CLIENTS") ?? 1_000_000);
+const dir = await Deno.makeTempDir({ prefix: "herd-bench-reload-" });
+try {
+  const topo = await writeTopology(dir, ["Alford"], []);
+  await Deno.mkdir(`${dir}/data`);
+  const kvPath = `${dir}/data/Alford.kv`;
+
+  // Build the state through the store itself.
+  let t0 = performance.now();
+  {
+    const kv = await Deno.openKv(kvPath);
+    const store = await Store.open(kv, {
+      snapshotMinRecords: Number.MAX_SAFE_INTEGER,
+    });
+    await store.loaded;
+    for (let i = 0; i < clients; i += 10_000) {
+      for (let j = i; j < Math.min(clients, i + 10_000); j++) {
+        store.offer(
+          `AT Alford +0.263873386 client-${j} +34.${j % 1000000}-118.445127 ${
+            1700000000 + j
+          }.918963997`,
+          `client-${j}`,
+        );
+      }
+      await store.durable()?.promise;
+    }
+    await store.snapshot();
+    await store.close();
+    kv.close();
+  }
+  const buildMs = performance.now() - t0;
+
+  // Memory per client, in this process.
+  gc();
+  const before = Deno.memoryUsage().heapUsed;
+  const kv = await Deno.openKv(kvPath);
+  t0 = performance.now();
+  const store = await Store.open(kv);
+  await store.loaded;
+  const loadInProcessMs = performance.now() - t0;
+  gc();
+  const after = Deno.memoryUsage().heapUsed;
+  const bytesPerClient = Math.round((after - before) / store.size);
+  await store.close();
+  kv.close();
+
+  // A real restart.
+  const node = new NodeProcess("Alford", topo.path, `${dir}/data`);
+  try {
+    const listenMs = await waitListening(
+      topo.ports.get("Alford")!,
+      node.started,
+    );
+    const loaded = await node.waitLine(/store_loaded/, 120_000);
+    result("reload", {
+      clients,
+      build_s: Math.round(buildMs / 100) / 10,
+      spawn_to_listening_ms: Math.round(listenMs),
+      spawn_to_loaded_ms: Math.round(loaded.ms),
+      load_in_process_ms: Math.round(loadInProcessMs),
+      heap_bytes_per_client: bytesPerClient,
+    });
+  } finally {
+    await node.stop();
+  }
+} finally {
+  await Deno.remove(dir, { recursive: true });
+}

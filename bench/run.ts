@@ -1,0 +1,39 @@
+/**
+ * `deno task bench`: runs every benchmark in its own process, one after another (they need
+ * the whole machine), and prints their figures as a table. Sizes come from BENCH_ACKS,
+ * BENCH_CLIENTS and BENCH_MISSED.
+ *
+ * @module
+ */
+
+const benches: [string, string[]][] = [
+  ["acks.ts", []],
+  ["catchup.ts", []],
+  ["reload.ts", ["--v8-flags=--expose-gc"]],
+];
+const dir = decodeURIComponent(new URL(".", import.meta.url).pathname);
+const rows: Record<string, unknown>[] = [];
+let failed = 0;
+for (const [file, flags] of benches) {
+  console.log(`bench: ${file} ...`);
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", ...flags, `${dir}${file}`],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  const line = text.split("\n").find((l) => l.startsWith("RESULT "));
+  if (!out.success || !line) {
+    failed++;
+    console.log(`bench: ${file} failed (exit ${out.code})`);
+    continue;
+  }
+  rows.push(JSON.parse(line.slice(7)));
+}
+for (const r of rows) {
+  console.log(`\n${r.name}`);
+  for (const [k, v] of Object.entries(r)) {
+    if (k !== "name") console.log(`  ${k.padEnd(28)} ${v}`);
+  }
+}
+Deno.exit(failed === 0 ? 0 : 1);
