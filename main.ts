@@ -65,7 +65,10 @@ async function main(): Promise<void> {
   }
   let signals = 0;
   const onSignal = () => {
-    if (++signals > 1) Deno.exit(130);
+    // Ctrl-C under `deno task herd` arrives twice (terminal and launcher): only a third
+    // signal means "stop now".
+    if (++signals > 2) Deno.exit(130);
+    if (signals > 1) return;
     node.stop().then(() => Deno.exit(0), (e) => {
       console.error(`herd: error while stopping: ${(e as Error).message}`);
       Deno.exit(1);

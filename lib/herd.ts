@@ -18,6 +18,10 @@ import {
   TopologyError,
 } from "./topology.ts";
 
+const LIB = decodeURIComponent(new URL(".", import.meta.url).pathname).replace(
+  /\/$/,
+  "",
+);
 const MAIN = decodeURIComponent(
   new URL("../main.ts", import.meta.url).pathname,
 );
@@ -28,6 +32,23 @@ const DEFAULT_TOPOLOGY = decodeURIComponent(
   new URL("../topology.json", import.meta.url).pathname,
 );
 
+/**
+ * Deno's npm cache: the offline gazetteer reads its data file from there, so a node needs
+ * read access to it (and to nothing else outside its data directory).
+ */
+export async function npmCacheDir(): Promise<string | null> {
+  try {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return JSON.parse(new TextDecoder().decode(out.stdout)).npmCache ?? null;
+  } catch {
+    return null;
+  }
+}
+
 /** The `deno run` arguments that run `spec` with least privilege. */
 export function nodeArgs(
   spec: ServerSpec,
@@ -35,6 +56,7 @@ export function nodeArgs(
   topologyPath: string,
   dataDir: string,
   kv: string | undefined,
+  npmCache: string | null = null,
 ): string[] {
   const net = new Set<string>([`${spec.host}:${spec.port}`]);
   for (const n of spec.neighbors) {
@@ -55,7 +77,9 @@ export function nodeArgs(
     "--config",
     CONFIG,
     `--allow-net=${[...net].join(",")}`,
-    `--allow-read=${topologyPath},${dataDir}`,
+    `--allow-read=${
+      [topologyPath, dataDir, LIB, npmCache].filter(Boolean).join(",")
+    }`,
     `--allow-write=${dataDir}`,
     `--allow-env=${ENV_VARS.join(",")}`,
     MAIN,
@@ -124,13 +148,21 @@ async function main(): Promise<number> {
     }
   }
   await Deno.mkdir(values.data, { recursive: true });
+  const npmCache = await npmCacheDir();
   const width = Math.max(...names.map((n) => n.length));
   const out = new TextEncoder();
   const write = (s: string) => Deno.stdout.writeSync(out.encode(s));
   const children = names.map((name) => {
     const spec = topology.servers.get(name)!;
     const child = new Deno.Command(Deno.execPath(), {
-      args: nodeArgs(spec, topology, values.topology, values.data, values.kv),
+      args: nodeArgs(
+        spec,
+        topology,
+        values.topology,
+        values.data,
+        values.kv,
+        npmCache,
+      ),
       stdout: "piped",
       stderr: "piped",
       stdin: "null",
