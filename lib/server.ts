@@ -251,7 +251,8 @@ export class Server {
     const { log, handler, maxLineBytes } = this.#opts;
     const id = session.id;
     const framer = new LineFramer(maxLineBytes);
-    const buf = new Uint8Array(64 * 1024);
+    // 16 KiB a connection: plenty for pipelining, modest for many idle connections.
+    const buf = new Uint8Array(16 * 1024);
     let first = true;
     let overflow: string | null = null;
     let handedOff = false;
@@ -294,7 +295,6 @@ export class Server {
           }
           handle(line);
         }
-        first = false;
         if (framed.overflow !== null) {
           overflow = framed.overflow;
           break reading;

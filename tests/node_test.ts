@@ -471,3 +471,19 @@ Deno.test("a client that vanishes mid-request does not disturb the node", async 
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(await exchange(port, IAMAT + "\n"), AT + "\n");
 });
+
+Deno.test("a peer handshake whose first line arrives in pieces is still recognised", async () => {
+  await using herd = await new TestHerd({
+    topology: makeTopology(["Alford", "Ball"], [["Alford", "Ball"]]),
+  }).start("Alford").then((n) => ({
+    port: n.port,
+    async [Symbol.asyncDispose]() {
+      await n.stop();
+    },
+  }));
+  using c = await Client.connect(herd.port);
+  await c.send("HERD HEL");
+  await new Promise((r) => setTimeout(r, 20));
+  await c.send("LO Ball 00112233445566778899aabbccddeeff\n");
+  assert.match(await c.lines(1), /^HERD WELCOME Alford [0-9a-f]{32} -\n$/);
+});
