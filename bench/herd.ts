@@ -1,0 +1,166 @@
+/**
+ * The whole herd under load: five real `main.ts` processes in the default shape, plus a
+ * probe that joins as a neighbor of Ball (the far side from Alford) and timestamps every
+ * record it receives.
+ *
+ * 1. Propagation: IAMATs sent to Alford at a steady rate (BENCH_RATE a second, default
+ *    2,000, for 3 s); latency from the client's send to the probe's receipt, which crosses
+ *    Alford → Welsh → Ball → probe (three hops, two of them durable nodes in between).
+ * 2. Throughput: BENCH_HERD_ACKS IAMATs (default 100,000) pipelined into Alford while the
+ *    herd floods every one of them; durable acks a second at Alford, and time until the
+ *    probe has seen them all.
+ *
+ * @module
+ */
+
+import {
+  NodeProcess,
+  pipelineIamats,
+  result,
+  waitListening,
+  writeTopology,
+} from "./common.ts";
+
+const rate = Number(Deno.env.get("BENCH_RATE") ?? 2000);
+const acks = Number(Deno.env.get("BENCH_HERD_ACKS") ?? 100_000);
+const names = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh", "Probe"];
+const links: [string, string][] = [
+  ["Alford", "Hamilton"],
+  ["Alford", "Welsh"],
+  ["Ball", "Holiday"],
+  ["Ball", "Welsh"],
+  ["Hamilton", "Holiday"],
+  ["Ball", "Probe"],
+];
+
+/** A fake neighbor: accepts Ball's link, completes the handshake, timestamps records. */
+class Probe {
+  readonly seen = new Map<string, number>();
+  readonly #listener: Deno.TcpListener;
+  #serving: Promise<void>;
+  #conns = new Set<Deno.TcpConn>();
+
+  constructor(port: number) {
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port });
+    this.#serving = this.#accept();
+  }
+
+  async #accept(): Promise<void> {
+    for await (const conn of this.#listener) {
+      this.#conns.add(conn);
+      this.#serve(conn).catch(() => {}).finally(() => this.#conns.delete(conn));
+    }
+  }
+
+  async #serve(conn: Deno.TcpConn): Promise<void> {
+    const enc = new TextEncoder();
+    const dec = new TextDecoder();
+    const buf = new Uint8Array(256 * 1024);
+    let rest = "";
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) return;
+      const now = performance.now();
+      const parts = (rest + dec.decode(buf.subarray(0, n))).split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) {
+        if (line.startsWith("HERD HELLO ")) {
+          await conn.write(
+            enc.encode(`HERD WELCOME Probe ${"0".repeat(32)} -\n`),
+          );
+        } else if (line === "HERD PROOF -") {
+          await conn.write(enc.encode("HERD OK\n"));
+        } else if (line.startsWith("HERD SUM ")) {
+          await conn.write(enc.encode("HERD SAME\n"));
+        } else if (line.startsWith("AT ")) {
+          const client = line.split(" ")[3];
+          if (!this.seen.has(client)) this.seen.set(client, now);
+        }
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#listener.close();
+    for (const c of this.#conns) c.close();
+    await this.#serving.catch(() => {});
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
+}
+
+const dir = await Deno.makeTempDir({ prefix: "herd-bench-herd-" });
+const topo = await writeTopology(dir, names, links);
+const probe = new Probe(topo.ports.get("Probe")!);
+const nodes = names.filter((n) => n !== "Probe").map((n) =>
+  new NodeProcess(n, topo.path, `${dir}/data`)
+);
+try {
+  for (const [i, n] of nodes.entries()) {
+    await waitListening(topo.ports.get(names[i])!, n.started);
+  }
+  await nodes[1].waitLine(/peer_connected .*peer=Probe/, 10_000);
+  const alford = topo.ports.get("Alford")!;
+
+  // 1. Propagation latency at a steady rate.
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: alford });
+  conn.setNoDelay(true);
+  const enc = new TextEncoder();
+  const sentAt = new Map<string, number>();
+  const total = rate * 3;
+  const reading = (async () => {
+    const buf = new Uint8Array(64 * 1024);
+    let got = 0;
+    while (got < total) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      for (let i = 0; i < n; i++) if (buf[i] === 10) got++;
+    }
+  })();
+  const t0 = performance.now();
+  for (let i = 0; i < total; i++) {
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    const id = `lat-${i}`;
+    sentAt.set(id, performance.now());
+    await conn.write(enc.encode(`IAMAT ${id} +34.0-118.0 ${1700000000 + i}\n`));
+  }
+  await reading;
+  conn.close();
+  const deadline = performance.now() + 10_000;
+  while (probe.seen.size < total && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const lat = [...sentAt].filter(([id]) => probe.seen.has(id))
+    .map(([id, at]) => probe.seen.get(id)! - at).sort((a, b) => a - b);
+
+  // 2. Throughput while the herd floods.
+  const before = probe.seen.size;
+  const t1 = performance.now();
+  const ms = await pipelineIamats(alford, acks, 16, 256, "load");
+  const deadline2 = performance.now() + 60_000;
+  while (probe.seen.size < before + acks && performance.now() < deadline2) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const allSeenMs = performance.now() - t1;
+
+  result("herd", {
+    propagation_rate_per_s: rate,
+    propagation_samples: lat.length,
+    propagation_lost: total - lat.length,
+    propagation_p50_ms: Math.round(percentile(lat, 0.5) * 100) / 100,
+    propagation_p99_ms: Math.round(percentile(lat, 0.99) * 100) / 100,
+    propagation_max_ms: Math.round(lat[lat.length - 1] * 100) / 100,
+    herd_iamats: acks,
+    herd_acks_per_s: Math.round(acks / (ms / 1000)),
+    herd_all_at_probe_ms: Math.round(allSeenMs),
+    herd_records_at_probe: probe.seen.size - before,
+  });
+} finally {
+  await Promise.all(nodes.map((n) => n.stop()));
+  await probe.close();
+  await Deno.remove(dir, { recursive: true });
+}
