@@ -46,9 +46,14 @@ export function utf8ByteString(text: string): string {
   return bytesToString(encoder.encode(text));
 }
 
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+// `ignoreBOM: true` keeps a leading U+FEFF in the text instead of silently dropping it, so
+// callers that vet the characters (client ids) see every one of them.
+const strictDecoder = new TextDecoder("utf-8", {
+  fatal: true,
+  ignoreBOM: true,
+});
 
-/** Reads a byte string as UTF-8; null when the bytes are not valid UTF-8. */
+/** Reads a byte string as UTF-8, every character kept; null when the bytes are not valid UTF-8. */
 export function decodeUtf8(byteString: string): string | null {
   try {
     return strictDecoder.decode(stringToBytes(byteString));

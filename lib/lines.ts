@@ -26,7 +26,10 @@ export interface Framed {
 const LF = 10;
 const CR = 13;
 
-/** Splits chunks into lines, holding at most `limit` bytes of an unfinished line. */
+/**
+ * Splits chunks into lines, holding at most `limit` bytes of an unfinished line (plus one
+ * trailing CR, which may be the start of its CRLF ending).
+ */
 export class LineFramer {
   #parts: Uint8Array[] = [];
   #partLen = 0;
@@ -49,7 +52,12 @@ export class LineFramer {
     while (start < chunk.length) {
       const nl = chunk.indexOf(LF, start);
       if (nl < 0) {
-        if (this.#partLen + chunk.length - start > this.#limit) {
+        const held = this.#partLen + chunk.length - start;
+        // One byte more is held only when it is a CR that may begin this line's CRLF.
+        if (
+          held > this.#limit &&
+          !(held === this.#limit + 1 && chunk[chunk.length - 1] === CR)
+        ) {
           return { lines, overflow: this.#cut(chunk.subarray(start)) };
         }
         this.#parts.push(chunk.slice(start));
@@ -95,7 +103,9 @@ export class LineFramer {
   }
 
   #cut(tail: Uint8Array): string {
-    const held = new Uint8Array(Math.min(this.#limit, this.#partLen + tail.length));
+    const held = new Uint8Array(
+      Math.min(this.#limit, this.#partLen + tail.length),
+    );
     let at = 0;
     for (const p of this.#parts) {
       if (at >= held.length) break;

@@ -34,6 +34,10 @@ export interface Topology {
 /** A user-caused problem with the topology; its message is one line. */
 export class TopologyError extends Error {
   override name = "TopologyError";
+  constructor(message: string) {
+    // Text quoted from the file (a JSON syntax snippet, a key) may hold line breaks.
+    super(message.replace(/[\n\v\f\r\u0085\u2028\u2029]+/g, " "));
+  }
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -96,7 +100,9 @@ export function parseTopology(text: string, source: string): Topology {
         );
       }
       if (n === name) {
-        throw new TopologyError(`${source}: ${name} lists itself as a neighbor`);
+        throw new TopologyError(
+          `${source}: ${name} lists itself as a neighbor`,
+        );
       }
       links.get(name)!.add(n);
       links.get(n)!.add(name);
