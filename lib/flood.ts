@@ -9,11 +9,20 @@
  *   and logged, and the records it held are recovered by catch-up when it reconnects.
  * - Catch-up: on every (re)connection, and whenever a link has been idle a while, the
  *   dialer sends its digest root; when the acceptor's differs, it answers with its bucket
- *   digests and the dialer sends the records of the buckets that differ. Since both sides
- *   dial, both directions converge without any client traffic.
+ *   digests and the dialer sends the records of the buckets that differ, paced by the
+ *   outbox so a large catch-up never overflows it. Since both sides dial, both directions
+ *   converge without any client traffic; an acceptor that sees a difference also asks its
+ *   own link toward that peer to compare at once, so a neighbor that was paused (SIGSTOP)
+ *   is caught up as soon as it speaks again.
  * - Reconnect: capped exponential backoff with full jitter; a peer that connects to us cuts
  *   our wait toward it short, so a restarted node is caught up at once.
  * - Authentication: see `peer_wire.ts`. Nothing a peer sends is accepted before `HERD OK`.
+ *   The secret is only ever an HMAC key here: it is never sent, logged or put in an error.
+ *
+ * Log events: `peer_connected` / `peer_accepted` (with `authenticated`),
+ * `peer_authenticated`, `peer_refused` (with a reason), `peer_unanswered` (a handshake
+ * that timed out), `peer_dropped`,
+ * `peer_outbox_overflow`, `peer_sync_sent` and `peer_caught_up` (with counts).
  *
  * @module
  */
@@ -39,6 +48,7 @@ export interface FloodOptions {
   connId: () => number;
   backoffBaseMs?: number;
   backoffMaxMs?: number;
+  /** Bounds connecting and each handshake step. Default 2000. */
   handshakeTimeoutMs?: number;
   /** A link idle this long re-checks digests with its peer. Default 1000. */
   syncIntervalMs?: number;
@@ -48,7 +58,7 @@ export interface FloodOptions {
   maxLineBytes?: number;
 }
 
-/** Counters for operators. */
+/** Counters for operators. Byte counts are live (open connections included). */
 export interface FloodStats {
   linksUp: number;
   recordsSent: number;
@@ -65,12 +75,31 @@ export interface FloodStats {
 
 type Settings = Required<Omit<FloodOptions, "secret">> & { secret?: string };
 
+/** Longest piece of a peer's refusal reason that is logged. */
+const MAX_REASON = 200;
+
+/** Should the `n`th refusal in a row be logged? The first two, then every tenth. */
+function worthLogging(n: number): boolean {
+  return n <= 2 || n % 10 === 0;
+}
+
+/** Why a proof did not verify, without saying anything about the secret itself. */
+function proofProblem(key: CryptoKey | null, proof: string): string {
+  if (key === null) return "peer uses a secret and this node has none";
+  if (proof === "-") return "peer has no secret and this node has one";
+  return "wrong secret";
+}
+
 /** The neighbor pool of one node. */
 export class Flood {
   readonly #o: Settings;
   readonly #links = new Map<string, Link>();
   readonly #inbound = new Set<PeerChannel>();
   readonly #inboundDone = new Set<Promise<void>>();
+  /** The authenticated inbound connection of each neighbor. */
+  readonly #inboundOf = new Map<string, PeerChannel>();
+  /** Refusals in a row per neighbor name, to keep a retrying peer from flooding the log. */
+  readonly #inboundRefusals = new Map<string, number>();
   #key: Promise<CryptoKey | null>;
   #timer: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
@@ -153,64 +182,114 @@ export class Flood {
       } catch { /* closed */ }
       return;
     }
-    const ch = new PeerChannel(conn, framer, lines, this.#o.maxOutboxBytes);
+    const ch = new PeerChannel(
+      conn,
+      framer,
+      lines,
+      this.#o.maxOutboxBytes,
+      this.stats,
+    );
     this.#inbound.add(ch);
-    const done: Promise<void> = this.#serveInbound(ch, id).catch((e) => {
-      this.#o.log.warn("peer_inbound_failed", {
-        conn: id,
-        error: (e as Error).message,
+    let peer: string | null = null;
+    const done: Promise<void> = this.#serveInbound(ch, id, (p) => (peer = p))
+      .catch((e) => {
+        this.#o.log.warn("peer_inbound_failed", {
+          conn: id,
+          error: (e as Error).message,
+        });
+      }).finally(() => {
+        ch.close();
+        this.#inbound.delete(ch);
+        this.#inboundDone.delete(done);
+        if (peer !== null && this.#inboundOf.get(peer) === ch) {
+          this.#inboundOf.delete(peer);
+        }
       });
-    }).finally(() => {
-      ch.close();
-      this.#inbound.delete(ch);
-      this.#inboundDone.delete(done);
-      this.stats.bytesIn += ch.bytesIn;
-      this.stats.bytesOut += ch.bytesOut;
-    });
     this.#inboundDone.add(done);
   }
 
-  async #serveInbound(ch: PeerChannel, id: number): Promise<void> {
+  #inboundRefused(
+    ch: PeerChannel,
+    id: number,
+    peer: string,
+    reason: string,
+  ): void {
+    this.stats.refused++;
+    const n = (this.#inboundRefusals.get(peer) ?? 0) + 1;
+    if (this.isNeighbor(peer)) this.#inboundRefusals.set(peer, n);
+    if (worthLogging(n)) {
+      this.#o.log.warn("peer_refused", {
+        conn: id,
+        peer,
+        side: "acceptor",
+        reason,
+        ...(n > 1 ? { times: n } : {}),
+      });
+    }
+    ch.send(`HERD REFUSED ${reason}\n`, true);
+  }
+
+  async #serveInbound(
+    ch: PeerChannel,
+    id: number,
+    authenticated: (peer: string) => void,
+  ): Promise<void> {
     const { log, name, store, handshakeTimeoutMs } = this.#o;
     const hello = await ch.nextLine(handshakeTimeoutMs).catch(() => null);
     const f = hello?.split(" ") ?? [];
     if (f.length !== 4 || f[0] !== "HERD" || f[1] !== "HELLO") {
-      ch.send("HERD REFUSED expected HELLO\n");
+      ch.send("HERD REFUSED expected HELLO\n", true);
+      await ch.drained();
       return;
     }
     const [, , peer, nonceD] = f;
     if (!this.isNeighbor(peer)) {
-      this.stats.refused++;
-      log.warn("peer_refused", { conn: id, peer, reason: "not a neighbor" });
-      ch.send(`HERD REFUSED ${name} does not list ${peer} as a neighbor\n`);
+      this.#inboundRefused(
+        ch,
+        id,
+        peer,
+        `${name} does not list ${peer} as a neighbor`,
+      );
       await ch.nextLine(50).catch(() => null);
       return;
     }
     const key = await this.#key;
     const nonceA = nonce();
     const proofA = await prove(key, "acceptor", peer, name, nonceD, nonceA);
-    ch.send(`HERD WELCOME ${name} ${nonceA} ${proofA}\n`);
+    ch.send(`HERD WELCOME ${name} ${nonceA} ${proofA}\n`, true);
     const proofLine = await ch.nextLine(handshakeTimeoutMs).catch(() => null);
     const p = proofLine?.split(" ") ?? [];
     const ok = p.length === 3 && p[0] === "HERD" && p[1] === "PROOF" &&
       await verify(key, p[2], "dialer", peer, name, nonceD, nonceA);
     if (!ok) {
-      this.stats.refused++;
-      log.warn("peer_refused", {
-        conn: id,
-        peer,
-        reason: proofLine === null ? "no proof" : "wrong secret",
-      });
-      ch.send("HERD REFUSED authentication failed\n");
+      let reason: string;
+      if (proofLine === null) reason = "no proof";
+      else if (proofLine.startsWith("HERD REFUSED ")) {
+        reason = `peer refused us: ${proofLine.slice(13, 13 + MAX_REASON)}`;
+      } else if (p.length === 3 && p[1] === "PROOF") {
+        reason = proofProblem(key, p[2]);
+      } else reason = "malformed proof";
+      this.#inboundRefused(ch, id, peer, reason);
       await ch.nextLine(50).catch(() => null);
       return;
     }
-    ch.send("HERD OK\n");
+    ch.send("HERD OK\n", true);
+    this.#inboundRefusals.delete(peer);
+    // One inbound connection per neighbor: an older one is a connection the peer has
+    // already given up on (it redials only after closing), so it goes.
+    const older = this.#inboundOf.get(peer);
+    this.#inboundOf.set(peer, ch);
+    authenticated(peer);
+    older?.close();
     log.event("peer_accepted", { conn: id, peer, authenticated: key !== null });
+    if (key !== null) {
+      log.event("peer_authenticated", { conn: id, peer, side: "acceptor" });
+    }
     this.#links.get(peer)?.nudge();
     let syncReceived = 0;
     let syncAccepted = 0;
     let syncing = false;
+    let sums = 0;
     for (;;) {
       const lines = await ch.nextBatch();
       if (lines === null) break;
@@ -221,18 +300,39 @@ export class Flood {
             this.stats.recordsInvalid++;
             log.warn("peer_record_invalid", { conn: id, peer, line });
           } else records.push(line);
-        } else if (line.startsWith("HERD SUM ")) {
+          continue;
+        }
+        // Records before this line are offered first, so the counts below are exact.
+        this.#deliver(records, peer, syncing, (r, a) => {
+          syncReceived += r;
+          syncAccepted += a;
+        });
+        records.length = 0;
+        if (line.startsWith("HERD SUM ")) {
           await store.loaded;
+          sums++;
           if (line.slice(9) === store.digest.root()) {
-            ch.send("HERD SAME\n");
+            ch.send("HERD SAME\n", true);
+            if (sums === 1) {
+              log.event("peer_caught_up", {
+                conn: id,
+                peer,
+                received: 0,
+                accepted: 0,
+                same: true,
+              });
+            }
           } else {
             syncing = true;
             syncReceived = syncAccepted = 0;
-            ch.send(`HERD BUCKETS ${store.digest.encode()}\n`);
+            ch.send(`HERD BUCKETS ${store.digest.encode()}\n`, true);
+            // What we hold that the peer lacks travels on our own link toward it.
+            this.#links.get(peer)?.syncSoon();
           }
         } else if (line.startsWith("HERD SYNCED ")) {
           if (syncing) {
             log.event("peer_caught_up", {
+              conn: id,
               peer,
               received: syncReceived,
               accepted: syncAccepted,
@@ -243,19 +343,27 @@ export class Flood {
           log.warn("peer_line_unknown", { conn: id, peer, line });
         }
       }
-      if (records.length > 0) {
-        this.stats.recordsReceived += records.length;
-        const acceptedBefore = this.#accepted;
-        this.#o.receive(records, peer);
-        if (syncing) {
-          syncReceived += records.length;
-          syncAccepted += this.#accepted - acceptedBefore;
-        }
-      }
+      this.#deliver(records, peer, syncing, (r, a) => {
+        syncReceived += r;
+        syncAccepted += a;
+      });
       const wait = store.congested();
       if (wait) await wait.promise;
     }
     log.event("peer_inbound_closed", { conn: id, peer });
+  }
+
+  #deliver(
+    records: string[],
+    peer: string,
+    syncing: boolean,
+    count: (received: number, accepted: number) => void,
+  ): void {
+    if (records.length === 0) return;
+    this.stats.recordsReceived += records.length;
+    const acceptedBefore = this.#accepted;
+    this.#o.receive(records.slice(), peer);
+    if (syncing) count(records.length, this.#accepted - acceptedBefore);
   }
 
   /** Records accepted from peers (the node reports it through `accepted`). */
@@ -283,10 +391,14 @@ class Link {
   #ch: PeerChannel | null = null;
   ready = false;
   #attempt = 0;
+  #refusals = 0;
   #wake: (() => void) | null = null;
+  #abortConnect: (() => void) | null = null;
   #running: Promise<void> | null = null;
   #syncing = false;
   #lastSend = 0;
+  #lastSum = 0;
+  #dropReason = "closed";
 
   constructor(flood: Flood, peer: ServerSpec) {
     this.#flood = flood;
@@ -297,30 +409,52 @@ class Link {
     this.#running = this.#run();
   }
 
-  /** Queues records; when down they are left to catch-up. */
-  send(text: string, records: number): void {
+  /**
+   * Queues records; when the link is down they are left to catch-up. Returns false when
+   * they were not queued.
+   */
+  send(text: string, records: number): boolean {
     const stats = this.#flood.stats;
-    if (!this.ready || this.#ch === null) {
+    const ch = this.#ch;
+    if (!this.ready || ch === null || ch.closed) {
       stats.droppedWhileDown += records;
-      return;
+      return false;
     }
-    if (!this.#ch.send(text)) {
+    if (!ch.send(text)) {
       stats.outboxOverflows++;
+      stats.droppedWhileDown += records;
+      this.#dropReason = "outbox overflow";
       this.#flood.settings.log.warn("peer_outbox_overflow", {
         peer: this.peer.name,
-        bytes: this.#ch.outboxBytes,
+        bytes: ch.outboxBytes,
+        limit: this.#flood.settings.maxOutboxBytes,
       });
-      this.#ch.close();
-      return;
+      ch.close();
+      return false;
     }
     stats.recordsSent += records;
     this.#lastSend = Date.now();
+    return true;
   }
 
   /** Reconnects now if waiting in backoff (the peer just showed it is alive). */
   nudge(): void {
     this.#attempt = 0;
     this.#wake?.();
+  }
+
+  /**
+   * The peer found our states differ: compare digests on this link now (at most once every
+   * half sync interval), or reconnect now if the link is waiting in backoff.
+   */
+  syncSoon(): void {
+    if (!this.ready) {
+      this.nudge();
+      return;
+    }
+    const half = this.#flood.settings.syncIntervalMs / 2;
+    if (this.#syncing || Date.now() - this.#lastSum < half) return;
+    this.#sendSum();
   }
 
   /** Compares digests again if the link has been quiet for a sync interval. */
@@ -337,12 +471,17 @@ class Link {
   #sendSum(): void {
     if (this.#ch === null) return;
     this.#syncing = true;
-    this.#ch.send(`HERD SUM ${this.#flood.settings.store.digest.root()}\n`);
+    this.#lastSum = Date.now();
+    this.#ch.send(
+      `HERD SUM ${this.#flood.settings.store.digest.root()}\n`,
+      true,
+    );
   }
 
   async #run(): Promise<void> {
     const { log, backoffBaseMs, backoffMaxMs } = this.#flood.settings;
     while (!this.#flood.stopped) {
+      this.#dropReason = "closed";
       try {
         await this.#connectOnce();
       } catch (e) {
@@ -358,19 +497,18 @@ class Link {
         if (this.ready) {
           this.ready = false;
           this.#flood.stats.linksUp--;
-          log.event("peer_dropped", { peer: this.peer.name });
+          log.event("peer_dropped", {
+            peer: this.peer.name,
+            reason: this.#flood.stopped ? "stopping" : this.#dropReason,
+          });
         }
         this.#syncing = false;
-        if (this.#ch) {
-          this.#flood.stats.bytesIn += this.#ch.bytesIn;
-          this.#flood.stats.bytesOut += this.#ch.bytesOut;
-          this.#ch.close();
-        }
+        this.#ch?.close();
         this.#ch = null;
       }
       if (this.#flood.stopped) break;
       const cap = Math.min(backoffMaxMs, backoffBaseMs * 2 ** this.#attempt);
-      this.#attempt = Math.min(this.#attempt + 1, 20);
+      this.#attempt = Math.min(this.#attempt + 1, 30);
       await new Promise<void>((resolve) => {
         const t = setTimeout(done, Math.random() * cap);
         function done() {
@@ -383,12 +521,42 @@ class Link {
     }
   }
 
-  async #connectOnce(): Promise<void> {
+  /** Connects within the handshake timeout; null when it took too long or we stopped. */
+  async #connect(): Promise<Deno.TcpConn | null> {
     const s = this.#flood.settings;
-    const conn = await Deno.connect({
+    const attempt = Deno.connect({
       hostname: this.peer.host,
       port: this.peer.port,
     });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const gaveUp = new Promise<null>((resolve) => {
+      timer = setTimeout(() => resolve(null), s.handshakeTimeoutMs);
+      this.#abortConnect = () => resolve(null);
+    });
+    let conn: Deno.TcpConn | null;
+    try {
+      conn = await Promise.race([attempt, gaveUp]);
+    } finally {
+      clearTimeout(timer);
+      this.#abortConnect = null;
+    }
+    if (conn === null) {
+      // Close it if it still lands; give it a moment so a stop leaves nothing pending.
+      const closed = attempt.then((c) => c.close(), () => {});
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        closed,
+        new Promise((r) => (t = setTimeout(r, 100))),
+      ]);
+      clearTimeout(t);
+    }
+    return conn;
+  }
+
+  async #connectOnce(): Promise<void> {
+    const s = this.#flood.settings;
+    const conn = await this.#connect();
+    if (conn === null) return;
     conn.setNoDelay(true);
     const id = s.connId();
     const ch = new PeerChannel(
@@ -396,39 +564,57 @@ class Link {
       new LineFramer(s.maxLineBytes),
       [],
       s.maxOutboxBytes,
+      this.#flood.stats,
     );
     this.#ch = ch;
     if (this.#flood.stopped) return;
     const key = await this.#flood.key();
     const nonceD = nonce();
-    ch.send(`HERD HELLO ${s.name} ${nonceD}\n`);
+    ch.send(`HERD HELLO ${s.name} ${nonceD}\n`, true);
     let welcome: string | null;
     try {
       welcome = await ch.nextLine(s.handshakeTimeoutMs);
     } catch (e) {
-      if (e instanceof PeerTimeout) return; // stalled peer: retry with backoff
+      if (e instanceof PeerTimeout) {
+        this.#unanswered(id, "no answer to HELLO");
+        return; // stalled peer: retry with backoff
+      }
       throw e;
     }
     const w = welcome?.split(" ") ?? [];
     if (w[0] === "HERD" && w[1] === "REFUSED") {
-      this.#refused(welcome!.slice(13));
+      this.#refused(id, welcome!.slice(13, 13 + MAX_REASON));
       return;
     }
-    if (
-      w.length !== 5 || w[1] !== "WELCOME" || w[2] !== this.peer.name ||
-      !(await verify(
-        key,
-        w[4],
-        "acceptor",
-        s.name,
-        this.peer.name,
-        nonceD,
-        w[3],
-      ))
-    ) {
-      this.#refused(
-        welcome === null ? "closed" : "peer failed to prove the secret",
-      );
+    if (welcome === null) {
+      this.#unanswered(id, "closed during the handshake");
+      return;
+    }
+    if (w.length !== 5 || w[0] !== "HERD" || w[1] !== "WELCOME") {
+      this.#refused(id, "not a herd node");
+      return;
+    }
+    if (w[2] !== this.peer.name) {
+      this.#refused(id, "answered under another name");
+      ch.send(`HERD REFUSED expected ${this.peer.name}\n`, true);
+      await ch.drained();
+      return;
+    }
+    const proven = await verify(
+      key,
+      w[4],
+      "acceptor",
+      s.name,
+      this.peer.name,
+      nonceD,
+      w[3],
+    );
+    if (!proven) {
+      const reason = proofProblem(key, w[4]);
+      this.#refused(id, reason);
+      // Tell the acceptor why, so both logs say the same; no proof of ours is sent.
+      ch.send(`HERD REFUSED ${reason}\n`, true);
+      await ch.drained();
       return;
     }
     const proof = await prove(
@@ -439,20 +625,33 @@ class Link {
       nonceD,
       w[3],
     );
-    ch.send(`HERD PROOF ${proof}\n`);
+    ch.send(`HERD PROOF ${proof}\n`, true);
     const ok = await ch.nextLine(s.handshakeTimeoutMs).catch(() => null);
     if (ok !== "HERD OK") {
-      this.#refused(ok?.startsWith("HERD REFUSED ") ? ok.slice(13) : "no OK");
+      this.#refused(
+        id,
+        ok?.startsWith("HERD REFUSED ")
+          ? ok.slice(13, 13 + MAX_REASON)
+          : "no OK",
+      );
       return;
     }
     this.ready = true;
     this.#attempt = 0;
+    this.#refusals = 0;
     this.#flood.stats.linksUp++;
     s.log.event("peer_connected", {
       conn: id,
       peer: this.peer.name,
       authenticated: key !== null,
     });
+    if (key !== null) {
+      s.log.event("peer_authenticated", {
+        conn: id,
+        peer: this.peer.name,
+        side: "dialer",
+      });
+    }
     await s.store.loaded;
     this.#sendSum();
     for (;;) {
@@ -462,7 +661,7 @@ class Link {
         if (line === "HERD SAME") {
           this.#syncing = false;
         } else if (line.startsWith("HERD BUCKETS ")) {
-          this.#pushDiff(line.slice(13));
+          await this.#pushDiff(ch, line.slice(13));
         } else {
           s.log.warn("peer_line_unknown", { peer: this.peer.name, line });
         }
@@ -470,7 +669,11 @@ class Link {
     }
   }
 
-  #pushDiff(encoded: string): void {
+  /**
+   * Sends the records of every bucket where the peer's digest differs from ours, in pieces
+   * that wait for the outbox to drain, then `HERD SYNCED <count>`.
+   */
+  async #pushDiff(ch: PeerChannel, encoded: string): Promise<void> {
     const s = this.#flood.settings;
     const buckets = s.store.digest.differing(encoded);
     if (buckets === null) {
@@ -481,32 +684,67 @@ class Link {
     const records = buckets.size > 0 ? s.store.recordsIn(buckets) : [];
     const stats = this.#flood.stats;
     stats.syncs++;
-    stats.syncRecordsSent += records.length;
-    for (let i = 0; i < records.length; i += 1000) {
-      const part = records.slice(i, i + 1000);
-      this.send(part.join("\n") + "\n", part.length);
+    const piece = Math.max(
+      1,
+      Math.min(256 * 1024, Math.floor(s.maxOutboxBytes / 4)),
+    );
+    let sent = 0;
+    let i = 0;
+    while (i < records.length) {
+      await ch.drained(piece);
+      if (ch.closed || this.#ch !== ch) return;
+      const part: string[] = [];
+      let bytes = 0;
+      while (
+        i < records.length &&
+        (part.length === 0 || bytes + records[i].length + 1 <= piece)
+      ) {
+        bytes += records[i].length + 1;
+        part.push(records[i++]);
+      }
+      if (!this.send(part.join("\n") + "\n", part.length)) return;
+      sent += part.length;
+      stats.syncRecordsSent += part.length;
     }
-    this.#ch?.send(`HERD SYNCED ${records.length}\n`);
+    ch.send(`HERD SYNCED ${sent}\n`, true);
     s.log.event("peer_sync_sent", {
       peer: this.peer.name,
       buckets: buckets.size,
-      records: records.length,
+      records: sent,
     });
     this.#syncing = false;
   }
 
-  #refused(reason: string): void {
+  #refused(id: number, reason: string): void {
     this.#flood.stats.refused++;
-    if (this.#attempt < 2 || this.#attempt % 10 === 0) {
+    this.#refusals++;
+    if (worthLogging(this.#refusals)) {
       this.#flood.settings.log.warn("peer_refused", {
+        conn: id,
+        peer: this.peer.name,
+        side: "dialer",
+        reason,
+        ...(this.#refusals > 1 ? { times: this.#refusals } : {}),
+      });
+    }
+  }
+
+  /** A handshake that got no answer (a paused or dying peer): not a refusal. */
+  #unanswered(id: number, reason: string): void {
+    this.#refusals++;
+    if (worthLogging(this.#refusals)) {
+      this.#flood.settings.log.warn("peer_unanswered", {
+        conn: id,
         peer: this.peer.name,
         reason,
+        ...(this.#refusals > 1 ? { times: this.#refusals } : {}),
       });
     }
   }
 
   async stop(): Promise<void> {
     this.#wake?.();
+    this.#abortConnect?.();
     this.#ch?.close();
     await this.#running;
   }

@@ -1,20 +1,29 @@
 /**
- * The inter-node format, pure. Peers speak lines, like clients:
+ * The inter-node format, pure. Peers speak lines, like clients. Each node dials each of its
+ * neighbors and pushes records on that connection; the acceptor only answers control lines.
  *
  * ```
  * dialer → acceptor   HERD HELLO <dialer> <nonceD>
  * acceptor → dialer   HERD WELCOME <acceptor> <nonceA> <proofA>
+ *                     (or HERD REFUSED <reason>, then close: not a neighbor)
  * dialer → acceptor   HERD PROOF <proofD>
+ *                     (or HERD REFUSED <reason>, then close: proofA did not verify)
  * acceptor → dialer   HERD OK                       (or HERD REFUSED <reason>, then close)
  * dialer → acceptor   AT ...                        records, many a write
- * dialer → acceptor   HERD SUM <root>               catch-up: the dialer's digest root
+ * dialer → acceptor   HERD SUM <root>               catch-up: on connection, and when idle
  * acceptor → dialer   HERD SAME | HERD BUCKETS <b64> the acceptor's per-bucket digests
  * dialer → acceptor   AT ... (records of differing buckets) then HERD SYNCED <count>
  * ```
  *
  * Proofs are HMAC-SHA-256 over both nonces and both names, keyed by `HERD_SECRET`, with the
- * role in the message so a proof cannot be reflected; without a secret they are `-`. The
- * secret itself never travels.
+ * role in the message so a proof cannot be reflected; without a secret they are `-`. Both
+ * sides contribute a fresh 128-bit nonce, so a recorded proof is worthless on the next
+ * connection. The secret itself never travels, and nothing a peer sends before `HERD OK`
+ * is accepted. Reasons in `HERD REFUSED` never depend on the secret's value.
+ *
+ * Limitation: only the handshake is authenticated. Someone who can splice into an
+ * established TCP connection (on path, not just on the network) could inject lines; the
+ * herd's links are expected to run on a trusted network or under a tunnel.
  *
  * @module
  */
