@@ -233,21 +233,40 @@ export class HerdNode {
       if (this.#store.offer(at, cmd.client)) this.#flood.publish(at);
       session.reply(at + "\n", this.#store.durable());
     } else if (cmd.kind === "WHATSAT") {
-      if (this.#store.isLoaded) {
-        const held = this.#store.get(cmd.client);
-        if (held === undefined) session.reply(formatInvalid(line));
-        else session.replyLater(this.#whatsat(held, cmd));
-      } else {
-        session.replyLater(this.#store.loaded.then(() => {
-          const held = this.#store.get(cmd.client);
-          return held === undefined
-            ? formatInvalid(line)
-            : this.#whatsat(held, cmd);
-        }));
+      if (this.#store.isLoaded) this.#answerWhatsat(line, cmd, session);
+      else {
+        session.replyLater(
+          this.#store.loaded.then(() => this.#whatsatWhenDurable(line, cmd)),
+        );
       }
     } else {
       session.reply(formatInvalid(line));
     }
+  }
+
+  /** Answers a WHATSAT once the store is loaded. */
+  #answerWhatsat(line: string, cmd: WhatsatCommand, session: Session): void {
+    if (this.#store.get(cmd.client) === undefined) {
+      session.reply(formatInvalid(line));
+    } else {
+      session.replyLater(this.#whatsatWhenDurable(line, cmd));
+    }
+  }
+
+  /**
+   * Serves the record held now, but only once it is durable: a record learned from a peer a
+   * moment ago might otherwise be served and then, after a crash, be missing, so that the
+   * restarted node would serve an older one (a regression a client could see).
+   */
+  async #whatsatWhenDurable(
+    line: string,
+    cmd: WhatsatCommand,
+  ): Promise<string> {
+    const held = this.#store.get(cmd.client);
+    if (held === undefined) return formatInvalid(line);
+    const gate = this.#store.durable();
+    if (gate) await gate.promise;
+    return await this.#whatsat(held, cmd);
   }
 
   /** Answers a WHATSAT for a known client; always resolves within the bound. */
