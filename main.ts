@@ -24,9 +24,29 @@ import { HerdNode, NodeStartError } from "./lib/node.ts";
 import { createPlaces, placesConfigFromEnv } from "./lib/places.ts";
 import { loadTopology, TopologyError } from "./lib/topology.ts";
 
+/** One line on stderr, exit 2: what the operator sees for anything they can fix. */
 function fail(message: string): never {
-  console.error(`herd: ${message}`);
+  console.error(`herd: ${oneLine(message)}`);
   Deno.exit(2);
+}
+
+function oneLine(text: string): string {
+  return text.replace(/\s*[\n\v\f\r\u0085\u2028\u2029]+\s*/g, " ").trim();
+}
+
+/**
+ * The line for an error thrown while starting. Ours already name the problem; anything else
+ * (a permission the node was not given, a lock file it cannot open, ...) is still reported as
+ * one line naming the node, never as a stack trace.
+ */
+function startError(e: unknown, name: string | undefined): string {
+  if (
+    e instanceof ConfigError || e instanceof TopologyError ||
+    e instanceof NodeStartError
+  ) return e.message;
+  const message = e instanceof Error ? e.message : String(e);
+  if (message.startsWith("PLACES_")) return message;
+  return `cannot start${name ? ` ${name}` : ""}: ${message}`;
 }
 
 async function main(): Promise<void> {
@@ -35,13 +55,36 @@ async function main(): Promise<void> {
       "Deno KV is not enabled: run with --unstable-kv (deno.json enables it)",
     );
   }
-  let node: HerdNode;
+  let node: HerdNode | undefined;
+  let started = false;
+  let signals = 0;
+  const stop = () => {
+    node!.stop().then(() => Deno.exit(0), (e) => {
+      console.error(
+        `herd: error while stopping: ${oneLine((e as Error).message)}`,
+      );
+      Deno.exit(1);
+    });
+  };
+  // Listening for signals before starting: a SIGINT or SIGTERM that arrives while the node
+  // starts (a Ctrl-C right after `deno task herd`) stops it cleanly once it is up, instead
+  // of killing it half-way.
+  const onSignal = () => {
+    // Ctrl-C under `deno task herd` arrives twice (terminal and launcher): only a third
+    // signal means "stop now".
+    if (++signals > 2) Deno.exit(130);
+    if (signals === 1 && started) stop();
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  let name: string | undefined;
   try {
     const flags = parseFlags(Deno.args);
     if (flags.help) {
       console.log(USAGE);
-      return;
+      Deno.exit(0);
     }
+    name = flags.name;
     const topology = await loadTopology(flags.topology);
     const env = Object.fromEntries(ENV_VARS.map((k) => [k, readEnv(k)]));
     const { config, warnings } = placesConfigFromEnv(env);
@@ -56,26 +99,10 @@ async function main(): Promise<void> {
     });
     await node.start();
   } catch (e) {
-    if (
-      e instanceof ConfigError || e instanceof TopologyError ||
-      e instanceof NodeStartError
-    ) fail(e.message);
-    if (e instanceof Error && e.message.startsWith("PLACES_")) fail(e.message);
-    throw e;
+    fail(startError(e, name));
   }
-  let signals = 0;
-  const onSignal = () => {
-    // Ctrl-C under `deno task herd` arrives twice (terminal and launcher): only a third
-    // signal means "stop now".
-    if (++signals > 2) Deno.exit(130);
-    if (signals > 1) return;
-    node.stop().then(() => Deno.exit(0), (e) => {
-      console.error(`herd: error while stopping: ${(e as Error).message}`);
-      Deno.exit(1);
-    });
-  };
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
+  started = true;
+  if (signals > 0) stop();
 }
 
 if (import.meta.main) await main();

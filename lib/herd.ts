@@ -10,7 +10,11 @@
 
 import { parseArgs } from "node:util";
 import { ENV_VARS, readEnv } from "./config.ts";
-import { LEGACY_NEARBY_URL, NEW_NEARBY_URL } from "./places.ts";
+import {
+  LEGACY_NEARBY_URL,
+  NEW_NEARBY_URL,
+  placesConfigFromEnv,
+} from "./places.ts";
 import {
   loadTopology,
   type ServerSpec,
@@ -49,28 +53,57 @@ export async function npmCacheDir(): Promise<string | null> {
   }
 }
 
-/** The `deno run` arguments that run `spec` with least privilege. */
+/** Where a node's files and settings come from, for `nodeArgs`. */
+export interface NodeArgsOptions {
+  /** The topology file the node reads. */
+  topologyPath: string;
+  /** The node's data directory (its KV store, log and lock). */
+  dataDir: string;
+  /** The `--kv` override, if any. */
+  kv?: string;
+  /** Deno's npm cache (read by the offline gazetteer), when known. */
+  npmCache?: string | null;
+  /** The environment the node will see; default: this process's. */
+  env?: Record<string, string | undefined>;
+}
+
+/**
+ * The hosts (`host` or `host:port`) a node's places provider talks to: none for the offline
+ * gazetteer, else the host of `PLACES_URL` or of the provider's default endpoint. An
+ * environment `main.ts` would reject gives none (the node reports it and exits 2).
+ */
+export function placesHosts(env: Record<string, string | undefined>): string[] {
+  try {
+    const { config } = placesConfigFromEnv(env);
+    if (config.provider === "offline") return [];
+    const url = config.url ??
+      (config.provider === "google" ? LEGACY_NEARBY_URL : NEW_NEARBY_URL);
+    return [new URL(url).host];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * The `deno run` arguments that run `spec` with least privilege: network to its own
+ * address, its neighbors' and its places host (and a KV Connect host); read of the
+ * topology, the data directory, `lib/` (the gazetteer worker) and the npm cache; write of
+ * the data directory; the environment variables a node reads.
+ */
 export function nodeArgs(
   spec: ServerSpec,
   topology: Topology,
-  topologyPath: string,
-  dataDir: string,
-  kv: string | undefined,
-  npmCache: string | null = null,
+  opts: NodeArgsOptions,
 ): string[] {
+  const env = opts.env ??
+    Object.fromEntries(ENV_VARS.map((k) => [k, readEnv(k)]));
   const net = new Set<string>([`${spec.host}:${spec.port}`]);
   for (const n of spec.neighbors) {
     const peer = topology.servers.get(n)!;
     net.add(`${peer.host}:${peer.port}`);
   }
-  const placesUrl = readEnv("PLACES_URL");
-  for (
-    const u of placesUrl ? [placesUrl] : [LEGACY_NEARBY_URL, NEW_NEARBY_URL]
-  ) {
-    try {
-      net.add(new URL(u).host);
-    } catch { /* main.ts reports a bad PLACES_URL */ }
-  }
+  for (const host of placesHosts(env)) net.add(host);
+  const { kv, dataDir, topologyPath } = opts;
   if (kv && /^https?:\/\//.test(kv)) net.add(new URL(kv).host);
   const args = [
     "run",
@@ -78,7 +111,7 @@ export function nodeArgs(
     CONFIG,
     `--allow-net=${[...net].join(",")}`,
     `--allow-read=${
-      [topologyPath, dataDir, LIB, npmCache].filter(Boolean).join(",")
+      [topologyPath, dataDir, LIB, opts.npmCache].filter(Boolean).join(",")
     }`,
     `--allow-write=${dataDir}`,
     `--allow-env=${ENV_VARS.join(",")}`,
@@ -108,7 +141,39 @@ async function pipeLines(
   if (rest) write(`${prefix}${rest}\n`);
 }
 
+/** Writes every byte to stdout (a pipe may take fewer than asked in one write). */
+function writeStdout(bytes: Uint8Array): void {
+  let off = 0;
+  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+}
+
 async function main(): Promise<number> {
+  // Signals are ours from the start: a Ctrl-C while the launcher is still getting ready
+  // must not kill it and leave nodes behind.
+  const control: StopControl = { requested: null, stop: null };
+  const on = (signal: Deno.Signal) => {
+    control.requested ??= signal;
+    control.stop?.(signal);
+  };
+  const onInt = () => on("SIGINT");
+  const onTerm = () => on("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  try {
+    return await launch(control);
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInt);
+    Deno.removeSignalListener("SIGTERM", onTerm);
+  }
+}
+
+/** The first stop signal received, and what stops the nodes once they run. */
+interface StopControl {
+  requested: Deno.Signal | null;
+  stop: ((signal: Deno.Signal) => void) | null;
+}
+
+async function launch(control: StopControl): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
@@ -147,22 +212,33 @@ async function main(): Promise<number> {
       return 2;
     }
   }
-  await Deno.mkdir(values.data, { recursive: true });
+  try {
+    await Deno.mkdir(values.data, { recursive: true });
+  } catch (e) {
+    console.error(
+      `herd: data directory ${values.data} is not usable: ${
+        (e as Error).message.split("\n")[0]
+      }`,
+    );
+    return 2;
+  }
   const npmCache = await npmCacheDir();
-  const width = Math.max(...names.map((n) => n.length));
   const out = new TextEncoder();
-  const write = (s: string) => Deno.stdout.writeSync(out.encode(s));
+  const write = (s: string) => writeStdout(out.encode(s));
+  if (control.requested !== null) {
+    write("herd: stopped before any node started\n");
+    return 0;
+  }
+  const width = Math.max(...names.map((n) => n.length));
   const children = names.map((name) => {
     const spec = topology.servers.get(name)!;
     const child = new Deno.Command(Deno.execPath(), {
-      args: nodeArgs(
-        spec,
-        topology,
-        values.topology,
-        values.data,
-        values.kv,
+      args: nodeArgs(spec, topology, {
+        topologyPath: values.topology,
+        dataDir: values.data,
+        kv: values.kv,
         npmCache,
-      ),
+      }),
       stdout: "piped",
       stderr: "piped",
       stdin: "null",
@@ -174,10 +250,10 @@ async function main(): Promise<number> {
     ]);
     return { name, child, piping };
   });
-  let stopping = false;
+  let sent: Deno.Signal | null = null;
   const stopAll = (signal: Deno.Signal) => {
-    if (stopping) return;
-    stopping = true;
+    if (sent !== null) return;
+    sent = signal;
     write(`herd: stopping ${names.length} node(s)\n`);
     for (const c of children) {
       try {
@@ -185,26 +261,26 @@ async function main(): Promise<number> {
       } catch { /* already gone */ }
     }
   };
-  const onInt = () => stopAll("SIGINT");
-  const onTerm = () => stopAll("SIGTERM");
-  Deno.addSignalListener("SIGINT", onInt);
-  Deno.addSignalListener("SIGTERM", onTerm);
+  control.stop = stopAll;
+  if (control.requested !== null) stopAll(control.requested);
   const results = await Promise.all(children.map(async (c) => {
     const status = await c.child.status;
     await c.piping;
-    if (!stopping) {
+    if (sent === null) {
       write(
         `herd: ${c.name} exited with code ${status.code}; stopping the rest\n`,
       );
       stopAll("SIGTERM");
     }
-    return status.code;
+    // A node that had not yet set up its own handling dies of the signal we sent it: it had
+    // nothing to flush, so that is a clean stop too.
+    const stoppedBySignal = status.signal !== null && status.signal === sent;
+    return status.code === 0 || stoppedBySignal ? 0 : status.code;
   }));
-  Deno.removeSignalListener("SIGINT", onInt);
-  Deno.removeSignalListener("SIGTERM", onTerm);
   const failed = results.filter((c) => c !== 0).length;
   write(`herd: all nodes stopped${failed ? ` (${failed} failed)` : ""}\n`);
-  return failed === 0 ? 0 : 1;
+  if (failed === 0) return 0;
+  return results.includes(2) ? 2 : 1;
 }
 
 if (import.meta.main) Deno.exit(await main());

@@ -44,7 +44,8 @@ export class NodeLog {
   #bufBytes = 0;
   #dropped = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
-  #flushing: Promise<void> | null = null;
+  /** The drains, one after another: two never write to the file at once. */
+  #flushing: Promise<void> = Promise.resolve();
   #closed = false;
   #tsMs = -1;
   #ts = "";
@@ -123,12 +124,18 @@ export class NodeLog {
     }
     this.#buf.push(text);
     this.#bufBytes += text.length + 1;
-    if (this.#timer === undefined && this.#flushing === null) {
+    if (this.#timer === undefined) {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
-        this.#flushing = this.#drain().finally(() => (this.#flushing = null));
+        this.#drainInTurn();
       }, this.#opts.flushMs);
     }
+  }
+
+  /** Queues a drain behind any drain still writing. */
+  #drainInTurn(): Promise<void> {
+    this.#flushing = this.#flushing.then(() => this.#drain());
+    return this.#flushing;
   }
 
   /** ISO time of now, formatted once per millisecond (the hot path logs many lines a ms). */
@@ -167,19 +174,22 @@ export class NodeLog {
   }
 
   /** Writes everything buffered. */
-  async flush(): Promise<void> {
+  flush(): Promise<void> {
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    if (this.#flushing) await this.#flushing;
-    await this.#drain();
+    return this.#drainInTurn();
   }
 
-  /** Flushes and closes the file; later entries are ignored. */
+  /**
+   * Flushes and closes the file. Entries logged while the last writes are under way are
+   * written too; entries logged once it has resolved are ignored. No timer is left behind.
+   */
   async close(): Promise<void> {
     await this.flush();
     this.#closed = true;
+    await this.flush(); // what arrived during the first flush
     this.#file?.close();
     this.#file = null;
   }

@@ -13,7 +13,9 @@
  * restart reads a snapshot plus a short log. Nothing is ever overwritten in place: replay
  * applies the record order, so an older record can never replace a newer one.
  *
- * Loading runs in the background after the node listens; `loaded` says when it is done.
+ * Loading runs in the background after the node listens; `loaded` says when it is done. It
+ * never rejects: a load that fails is logged, and the store then never folds the log into a
+ * snapshot, so what it could not read stays on disk.
  *
  * @example
  * ```ts
@@ -86,9 +88,15 @@ export class Store {
   #snapshotting: Promise<void> | null = null;
   #closing = false;
   #loaded = false;
+  /** Set when loading failed or was abandoned: the state in memory is partial. */
+  #partial = false;
+  #stopLoading = false;
   #stats = { commits: 0, snapshots: 0, commitErrors: 0 };
 
-  /** Resolves when every stored record is in memory. */
+  /**
+   * Resolves when loading ends: every stored record is in memory (`isLoaded`), or the load
+   * failed or was abandoned by `close()` (both logged). Never rejects.
+   */
   readonly loaded: Promise<void>;
 
   private constructor(
@@ -105,7 +113,10 @@ export class Store {
     this.#valuesPerCommit = opts.valuesPerCommit ?? 10;
     this.#snapshotMin = opts.snapshotMinRecords ?? 100_000;
     this.#congestionBytes = opts.congestionBytes ?? 32 * 1024 * 1024;
-    this.loaded = this.#load();
+    this.loaded = this.#load().catch((e) => {
+      this.#partial = true;
+      this.#log?.warn("store_load_failed", { error: (e as Error).message });
+    });
   }
 
   /**
@@ -275,7 +286,8 @@ export class Store {
   }
 
   #maybeSnapshot(): void {
-    if (!this.#loaded || this.#snapshotting || this.#closing) return;
+    if (!this.#loaded || this.#partial) return;
+    if (this.#snapshotting || this.#closing) return;
     if (this.#walSinceSnap < Math.max(this.#snapshotMin, this.#map.size)) {
       return;
     }
@@ -290,6 +302,9 @@ export class Store {
    * at any point leaves a loadable state.
    */
   async snapshot(): Promise<void> {
+    if (!this.#loaded || this.#partial) {
+      throw new Error("cannot snapshot a store that is not fully loaded");
+    }
     const walFrom = this.#seq;
     const foldedRecords = this.#walSinceSnap;
     const gen = this.#meta.gen + 1;
@@ -323,14 +338,13 @@ export class Store {
     if (part.length > 0) await flushPart();
     batch.push([META_KEY, { gen, chunks: chunk, walFrom }]);
     await commitBatch();
-    const old = this.#meta;
     this.#meta = { gen, chunks: chunk, walFrom };
     this.#walSinceSnap -= foldedRecords;
     this.#stats.snapshots++;
-    await this.#deleteRange({
-      start: ["wal", old.walFrom],
-      end: ["wal", walFrom],
-    });
+    // From the very start of the log, not from the previous snapshot's walFrom: a crash
+    // between an earlier snapshot's meta commit and its log deletion leaves folded values
+    // below that point, and this is the only place they are ever collected.
+    await this.#deleteRange({ start: ["wal", 0], end: ["wal", walFrom] });
     await this.#deleteRange({ start: ["snap", 0], end: ["snap", gen] });
     await this.#deleteRange({
       start: ["snap", gen, chunk],
@@ -368,6 +382,7 @@ export class Store {
     if (chunks > 0) {
       const sel = { start: ["snap", gen, 0], end: ["snap", gen, chunks] };
       for await (const e of this.#kv.list(sel, { batchSize: 100 })) {
+        if (this.#stopLoading) return this.#abandonLoad();
         apply(e.value);
       }
     }
@@ -377,6 +392,7 @@ export class Store {
       end: ["wal", Number.MAX_SAFE_INTEGER],
     };
     for await (const e of this.#kv.list(wal, { batchSize: 100 })) {
+      if (this.#stopLoading) return this.#abandonLoad();
       const before = records;
       apply(e.value);
       this.#walSinceSnap += records - before;
@@ -392,9 +408,19 @@ export class Store {
     this.#maybeSnapshot();
   }
 
-  /** Waits until everything accepted is durable, stops background work. Does not close KV. */
+  #abandonLoad(): void {
+    this.#partial = true;
+    this.#log?.event("store_load_abandoned", { clients: this.#map.size });
+  }
+
+  /**
+   * Waits until everything accepted is durable, stops background work (an unfinished load
+   * is abandoned: nothing is left to answer, and a big store would hold up a clean stop).
+   * Does not close KV.
+   */
   async close(): Promise<void> {
-    await this.loaded.catch(() => {});
+    this.#stopLoading = true;
+    await this.loaded;
     while (this.#committing) await this.#committing;
     this.#closing = true;
     await this.#snapshotting;
