@@ -113,14 +113,25 @@ export class Session {
     return this.#idle.promise;
   }
 
+  /** Gives up on this connection: waiters on `idle()` and `room()` are released. */
+  abort(): void {
+    this.#broken = true;
+    this.#items = [];
+    this.#head = 0;
+    this.#signal();
+  }
+
   #pump(): void {
     if (this.#writing || this.#broken) return;
     this.#writing = true;
-    this.#writeLoop().finally(() => {
-      this.#writing = false;
-    });
+    void this.#writeLoop();
   }
 
+  /**
+   * Writes every reply that is ready, in order, as one write per round. `#writing` is cleared
+   * in the same synchronous step that finds nothing ready, so a reply that becomes ready at
+   * any moment either is seen by this loop or starts a new one: none is left waiting.
+   */
   async #writeLoop(): Promise<void> {
     for (;;) {
       let out = "";
@@ -139,14 +150,15 @@ export class Session {
         this.#head++;
       }
       this.#compact();
-      if (out.length === 0) return;
+      if (out.length === 0) {
+        this.#writing = false;
+        return;
+      }
       try {
         await writeAll(this.#conn, stringToBytes(out));
       } catch {
-        this.#broken = true;
-        this.#items = [];
-        this.#head = 0;
-        this.#signal();
+        this.#writing = false;
+        this.abort();
         return;
       }
       this.#signal();
@@ -370,6 +382,7 @@ export class Server {
     ]);
     clearTimeout(timer);
     for (const s of all) {
+      s.session.abort();
       try {
         s.conn.close();
       } catch { /* already closed */ }

@@ -487,3 +487,51 @@ Deno.test("a peer handshake whose first line arrives in pieces is still recognis
   await c.send("LO Ball 00112233445566778899aabbccddeeff\n");
   assert.match(await c.lines(1), /^HERD WELCOME Alford [0-9a-f]{32} -\n$/);
 });
+
+Deno.test("pipelined WHATSATs answered by a real upstream all arrive, in order", async () => {
+  // Answers from a local HTTP server land at moments of their own, some just as the writer
+  // finishes a write and finds its head not ready; none may be left behind.
+  const upstream = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    (req) => {
+      const loc = new URL(req.url).searchParams.get("location");
+      return Response.json({
+        html_attributions: [],
+        results: [{ name: loc }],
+        status: "OK",
+      });
+    },
+  );
+  try {
+    await using herd = await lone({
+      places: createPlaces({
+        provider: "google",
+        apiKey: "k",
+        url: `http://127.0.0.1:${upstream.addr.port}/nearbysearch`,
+      }),
+    }).startAll();
+    const port = herd.port("Alford");
+    using c = await Client.connect(port);
+    const n = 30;
+    await c.send(
+      Array.from(
+        { length: n },
+        (_, i) => `IAMAT c${i} +${10 + i}.5-118.4 1.${i}\n`,
+      ).join(""),
+    );
+    await c.lines(n);
+    await c.send(
+      Array.from({ length: n }, (_, i) => `WHATSAT c${i} 5 1\n`).join(""),
+    );
+    const got = await c.readUntil("\n\n", n, 5000);
+    const names = got.split("\n\n").filter(Boolean).map((r) =>
+      JSON.parse(r.slice(r.indexOf("\n") + 1)).results[0].name
+    );
+    assert.deepEqual(
+      names,
+      Array.from({ length: n }, (_, i) => `${10 + i}.5,-118.4`),
+    );
+  } finally {
+    await upstream.shutdown();
+  }
+});
