@@ -142,6 +142,7 @@ export class HerdNode {
     try {
       this.#kv = await Deno.openKv(kvPath);
     } catch (e) {
+      await this.#release();
       throw new NodeStartError(
         `cannot open the KV store ${kvPath}: ${(e as Error).message}`,
       );
@@ -210,7 +211,16 @@ export class HerdNode {
       );
     }
     const lockPath = `${dir}/${this.name}.lock`;
-    const file = await Deno.open(lockPath, { create: true, write: true });
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(lockPath, { create: true, write: true });
+    } catch (e) {
+      throw new NodeStartError(
+        `cannot open the lock file ${lockPath}: ${(e as Error).message}`,
+      );
+    }
+    // flock is released by the kernel when a process dies, even by kill -9, so a crashed
+    // node never leaves a stale lock. Deno has no try-lock: wait briefly, then give up.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const locked = await Promise.race([
       file.lock(true).then(() => true),
@@ -218,6 +228,9 @@ export class HerdNode {
     ]);
     clearTimeout(timer);
     if (!locked) {
+      try {
+        file.close();
+      } catch { /* the pending lock call may hold it */ }
       throw new NodeStartError(
         `${dir}/${this.name}.kv is in use by another process (${lockPath} is locked): is ${this.name} already running?`,
       );
