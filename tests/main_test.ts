@@ -413,7 +413,7 @@ Deno.test("main.ts: a --kv store that cannot be opened is one line naming it, ex
   assertOperatorError(got, /cannot open the KV store .*no\/such\/dir\/A\.kv/);
 });
 
-Deno.test("main.ts: any other failure while starting (here the lock file is a directory) is still one line naming the node, exit 2", async () => {
+Deno.test("main.ts: a lock file that cannot be opened (here a directory) is one line naming it, exit 2", async () => {
   await using dir = await tempDir();
   const [a] = freePorts(1);
   const topo = await writeTopology(`${dir.path}/t.json`, { A: { port: a } });
@@ -426,7 +426,7 @@ Deno.test("main.ts: any other failure while starting (here the lock file is a di
     "--data",
     `${dir.path}/data`,
   ]);
-  assertOperatorError(got, /^herd: cannot start A: .*A\.lock/);
+  assertOperatorError(got, /^herd: cannot open the lock file .*A\.lock/);
 });
 
 Deno.test("main.ts: a second process for the same node and data directory is one line about the lock, exit 2, and the first keeps serving", async () => {
