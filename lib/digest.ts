@@ -45,11 +45,35 @@ export class Digest {
   replace(client: string, before: string | undefined, after: string): void {
     const b = bucketOf(client);
     if (before !== undefined) {
-      this.lo[b] ^= fnv1a(before, 1);
-      this.hi[b] ^= fnv1a(before, 2);
+      this.#hash(before);
+      this.lo[b] ^= this.#h1;
+      this.hi[b] ^= this.#h2;
     }
-    this.lo[b] ^= fnv1a(after, 1);
-    this.hi[b] ^= fnv1a(after, 2);
+    this.#hash(after);
+    this.lo[b] ^= this.#h1;
+    this.hi[b] ^= this.#h2;
+  }
+
+  #h1 = 0;
+  #h2 = 0;
+
+  /** Two independent 32-bit hashes of a line in one pass (into #h1, #h2). */
+  #hash(s: string): void {
+    let h1 = 0x811c9dc5;
+    let h2 = 0x2b992ddf;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    }
+    h1 ^= h1 >>> 16;
+    h1 = Math.imul(h1, 0x85ebca6b);
+    h1 ^= h1 >>> 13;
+    h2 ^= h2 >>> 15;
+    h2 = Math.imul(h2, 0xc2b2ae35);
+    h2 ^= h2 >>> 16;
+    this.#h1 = h1 >>> 0;
+    this.#h2 = h2 >>> 0;
   }
 
   /** A short summary of all buckets: equal roots mean (with high probability) equal records. */
