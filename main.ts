@@ -94,7 +94,7 @@ async function main(): Promise<void> {
       topology,
       dataDir: flags.data,
       kv: flags.kv,
-      places: createPlaces(config),
+      places: createPlaces({ ...config, cacheDir: flags.data }),
       secret: env.HERD_SECRET,
     });
     await node.start();

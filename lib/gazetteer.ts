@@ -7,6 +7,12 @@
  * node listens. A `nearby()` before the worker is ready waits for it, bounded by the timeout;
  * once ready, a query costs well under a millisecond in the worker plus a message round trip.
  *
+ * With `cacheDir`, the worker keeps a pre-indexed copy of the data set in
+ * `<cacheDir>/gazetteer-v1.bin` (written after the first load from the package, atomically),
+ * and a later start reads it in about 40 ms instead of decoding the package for about 500 ms.
+ * A missing, stale or damaged file only means a load from the package, as without a cache; a
+ * directory that cannot be written only means one warning (`onWarning`).
+ *
  * @example
  * ```ts
  * import { createOfflinePlaces } from "./gazetteer.ts";
@@ -30,6 +36,12 @@
  */
 import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
 import { cutToBound, failureAnswer } from "./places_cache.ts";
+
+/** The first message to the worker: where its cache file lives, if anywhere. */
+export interface GazetteerInit {
+  type: "init";
+  cacheDir?: string;
+}
 
 /** A query to the worker: nearest `max` cities within `radiusKm` of a point. */
 export interface GazetteerRequest {
@@ -56,11 +68,24 @@ export interface GazetteerResult {
   vicinity: string;
 }
 
-/** What the worker says: once `ready` or `failed`, then one `answer` per query. */
+/**
+ * What the worker says: once `ready` (with where the data came from) or `failed`, then one
+ * `answer` per query; with a cache directory, after a load from the package, one of
+ * `cacheWritten`, `cacheFound` (another node wrote it meanwhile) or `warning` (it could not be
+ * written).
+ */
 export type GazetteerReply =
-  | { type: "ready"; places: number; loadMs: number }
+  | {
+    type: "ready";
+    places: number;
+    loadMs: number;
+    source: "cache" | "package";
+  }
   | { type: "failed"; message: string }
-  | { type: "answer"; id: number; results: GazetteerResult[] };
+  | { type: "answer"; id: number; results: GazetteerResult[] }
+  | { type: "cacheWritten"; path: string; bytes: number; ms: number }
+  | { type: "cacheFound"; path: string }
+  | { type: "warning"; message: string };
 
 /** Bounds of the offline provider, and the worker to run (tests pass a broken one). */
 export interface OfflineOptions {
@@ -70,6 +95,16 @@ export interface OfflineOptions {
   maxQueue?: number;
   /** The worker module. Default `gazetteer_worker.ts` beside this file. */
   workerUrl?: URL;
+  /**
+   * Directory for the pre-indexed cache file `gazetteer-v1.bin` (e.g. the node's data dir,
+   * which several nodes may share). Default: no cache, every start loads the package.
+   */
+  cacheDir?: string;
+  /**
+   * Told at most once when the cache file cannot be written (the provider answers anyway).
+   * Default: one `herd: warning: ...` line on stderr.
+   */
+  onWarning?: (message: string) => void;
 }
 
 /** Most results asked of the worker; the cut to the client's bound happens here. */
@@ -92,6 +127,9 @@ export function createOfflinePlaces(
   const maxQueue = options.maxQueue ?? 1024;
   const workerUrl = options.workerUrl ??
     new URL("./gazetteer_worker.ts", import.meta.url);
+  const cacheDir = options.cacheDir;
+  const onWarning = options.onWarning ??
+    ((message: string) => console.error(`herd: warning: ${message}`));
   const pending = new Map<number, Pending>();
   const counts: Record<string, number> = {
     requests: 0,
@@ -99,6 +137,12 @@ export function createOfflinePlaces(
     failures: 0,
     timeouts: 0,
     rejectedQueueFull: 0,
+    // The cache file (with `cacheDir`): loaded from it (1/0), written by this provider's
+    // worker, found written by another node meanwhile, warnings about writing it.
+    fromCache: 0,
+    cacheWritten: 0,
+    cacheFound: 0,
+    cacheWarnings: 0,
   };
   let worker: Worker | undefined;
   let failure: string | undefined;
@@ -139,8 +183,15 @@ export function createOfflinePlaces(
     if (reply.type === "ready") {
       const warmToReadyMs = performance.now() - warmedAt;
       ready = { places: reply.places, loadMs: reply.loadMs, warmToReadyMs };
+      counts.fromCache = reply.source === "cache" ? 1 : 0;
     } else if (reply.type === "failed") {
       fail(reply.message);
+    } else if (reply.type === "cacheWritten") {
+      counts.cacheWritten++;
+    } else if (reply.type === "cacheFound") {
+      counts.cacheFound++;
+    } else if (reply.type === "warning") {
+      if (counts.cacheWarnings++ === 0) onWarning(reply.message);
     } else {
       settle(reply.id, {
         html_attributions: [],
@@ -167,6 +218,8 @@ export function createOfflinePlaces(
     };
     worker.onmessageerror = () =>
       fail("offline gazetteer sent a message that could not be read");
+    const init: GazetteerInit = { type: "init", cacheDir };
+    worker.postMessage(init);
   }
 
   function nearby(q: NearbyQuery): Promise<PlacesAnswer> {

