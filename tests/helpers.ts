@@ -69,7 +69,9 @@ export class StubPlaces implements PlacesProvider {
   #timers = new Set<ReturnType<typeof setTimeout>>();
   closed = false;
 
-  constructor(respond?: (q: NearbyQuery) => PlacesAnswer | Promise<PlacesAnswer>) {
+  constructor(
+    respond?: (q: NearbyQuery) => PlacesAnswer | Promise<PlacesAnswer>,
+  ) {
     this.respond = respond ?? ((q) => ({
       html_attributions: [],
       results: Array.from({ length: 20 }, (_, i) => ({ name: `place ${i}` }))
@@ -202,7 +204,9 @@ export class Client {
   async send(data: string | Uint8Array): Promise<void> {
     const bytes = typeof data === "string" ? encoder.encode(data) : data;
     let off = 0;
-    while (off < bytes.length) off += await this.conn.write(bytes.subarray(off));
+    while (off < bytes.length) {
+      off += await this.conn.write(bytes.subarray(off));
+    }
   }
 
   /** Half-closes: the node sees EOF. */

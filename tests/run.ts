@@ -6,7 +6,10 @@
  * @module
  */
 
-const junit = await Deno.makeTempFile({ prefix: "herd-junit-", suffix: ".xml" });
+const junit = await Deno.makeTempFile({
+  prefix: "herd-junit-",
+  suffix: ".xml",
+});
 const args = [
   "test",
   "--sanitize-ops",
@@ -32,7 +35,9 @@ let skipped = 0;
 try {
   const xml = await Deno.readTextFile(junit);
   // Count leaf test cases: each <testcase ...> either self-closes or holds its outcome.
-  for (const m of xml.matchAll(/<testcase\b[^>]*?(\/>|>([\s\S]*?)<\/testcase>)/g)) {
+  for (
+    const m of xml.matchAll(/<testcase\b[^>]*?(\/>|>([\s\S]*?)<\/testcase>)/g)
+  ) {
     const body = m[2] ?? "";
     if (/<failure\b|<error\b/.test(body)) failed++;
     else if (/<skipped\b/.test(body)) skipped++;
@@ -45,6 +50,8 @@ try {
 }
 if (code !== 0 && failed === 0) failed = 1; // the runner itself failed (e.g. type errors)
 console.log(
-  `\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`,
+  `\n${passed} passed, ${failed} failed${
+    skipped ? `, ${skipped} skipped` : ""
+  }`,
 );
 Deno.exit(code);

@@ -14,6 +14,8 @@ Deno.test("smoke: IAMAT answered and flooded to every node", async () => {
     "AT Alford +0.263873386 kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997\n",
   );
   await waitFor(() =>
-    [...herd.nodes.values()].every((n) => n.store.get("kiwi.cs.ucla.edu") !== undefined)
+    [...herd.nodes.values()].every((n) =>
+      n.store.get("kiwi.cs.ucla.edu") !== undefined
+    )
   );
 });
