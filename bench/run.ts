@@ -1,7 +1,7 @@
 /**
  * `deno task bench`: runs every benchmark in its own process, one after another (they need
  * the whole machine), and prints their figures as a table. Sizes come from BENCH_ACKS,
- * BENCH_CLIENTS and BENCH_MISSED.
+ * BENCH_CLIENTS, BENCH_MISSED, BENCH_RATE and BENCH_HERD_ACKS.
  *
  * @module
  */
@@ -10,6 +10,7 @@ const benches: [string, string[]][] = [
   ["acks.ts", []],
   ["catchup.ts", []],
   ["reload.ts", ["--v8-flags=--expose-gc"]],
+  ["herd.ts", []],
 ];
 const dir = decodeURIComponent(new URL(".", import.meta.url).pathname);
 const rows: Record<string, unknown>[] = [];

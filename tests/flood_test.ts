@@ -586,6 +586,35 @@ Deno.test("a connection naming a node that is not a neighbor is refused and noth
   await converged(herd, new Map([["sentinel", later]]));
 });
 
+Deno.test("a record line cut short by a dropped peer connection is discarded, even when it parses", async () => {
+  await using herd = await new TestHerd({
+    names: ["Alford", "Ball"],
+    links: [["Alford", "Ball"]],
+    config: fixed(),
+  }).start("Alford").then((node) => ({
+    node,
+    async [Symbol.asyncDispose]() {
+      await node.stop();
+    },
+  }));
+  // Ball (a configured neighbor, no secret) sends one whole record, then the first bytes of
+  // another whose time is cut inside its digits ("17000" of "1700000000"), and drops.
+  const whole = "AT Ball +0.000000000 whole +1+1 1700000000";
+  const cut = "AT Ball +0.000000000 cut +1+1 17000";
+  const reply = await exchange(
+    herd.node.port,
+    `HERD HELLO Ball 00112233445566778899aabbccddeeff\nHERD PROOF -\n${whole}\n${cut}`,
+  );
+  assert.match(reply, /^HERD WELCOME Alford [0-9a-f]{32} -\nHERD OK\n/);
+  await waitFor(
+    () => herd.node.store.get("whole") === whole,
+    2000,
+    "the whole record",
+  );
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(herd.node.store.get("cut"), undefined);
+});
+
 Deno.test("a node with a secret refuses a peer that skips the proof, and accepts nothing it sent", async () => {
   await using herd = await new TestHerd({
     names: ["Alford", "Ball"],
