@@ -156,10 +156,22 @@ export class Flood {
 
   /** Queues an accepted record to every neighbor but `except` (where it came from). */
   publish(line: string, except?: string): void {
+    this.#lastAccepted = Date.now();
     const text = line + "\n";
     for (const link of this.#links.values()) {
       if (link.peer.name !== except) link.send(text, 1);
     }
+  }
+
+  #lastAccepted = 0;
+
+  /**
+   * When this node last accepted a record (from a client or a peer). Idle digest checks wait
+   * for the whole node to be quiet: while records flow, digests differ only because of
+   * records in flight, and comparing them would resend whole buckets for nothing.
+   */
+  get lastAccepted(): number {
+    return this.#lastAccepted;
   }
 
   /** Is `name` one of this node's neighbors? */
@@ -457,11 +469,16 @@ class Link {
     this.#sendSum();
   }
 
-  /** Compares digests again if the link has been quiet for a sync interval. */
+  /**
+   * Compares digests again once the link and the node have been quiet for a sync interval
+   * (a safety net: every (re)connection already compares).
+   */
   idleSync(): void {
     const interval = this.#flood.settings.syncIntervalMs;
+    const now = Date.now();
     if (
-      !this.ready || this.#syncing || Date.now() - this.#lastSend < interval
+      !this.ready || this.#syncing || now - this.#lastSend < interval ||
+      now - this.#flood.lastAccepted < interval
     ) {
       return;
     }
