@@ -118,14 +118,15 @@ export class Flood {
   };
 
   constructor(opts: FloodOptions) {
+    // Defaults with `??`: an option passed as undefined still gets its default.
     this.#o = {
-      backoffBaseMs: 50,
-      backoffMaxMs: 1000,
-      handshakeTimeoutMs: 2000,
-      syncIntervalMs: 1000,
-      maxOutboxBytes: 16 * 1024 * 1024,
-      maxLineBytes: 1024 * 1024,
       ...opts,
+      backoffBaseMs: opts.backoffBaseMs ?? 50,
+      backoffMaxMs: opts.backoffMaxMs ?? 1000,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs ?? 2000,
+      syncIntervalMs: opts.syncIntervalMs ?? 1000,
+      maxOutboxBytes: opts.maxOutboxBytes ?? 16 * 1024 * 1024,
+      maxLineBytes: opts.maxLineBytes ?? 1024 * 1024,
     };
     this.#key = importSecret(opts.secret);
     for (const n of opts.neighbors) this.#links.set(n.name, new Link(this, n));

@@ -199,11 +199,13 @@ export class Server {
   #accepting: Promise<void> | null = null;
 
   constructor(opts: ServerOptions) {
+    // `??`, not a spread of defaults: a caller passing `maxLineBytes: undefined` must get
+    // the default, not an unlimited line.
     this.#opts = {
-      maxLineBytes: 16 * 1024,
-      maxPendingReplies: 4096,
-      lingerMs: 2000,
       ...opts,
+      maxLineBytes: opts.maxLineBytes ?? 16 * 1024,
+      maxPendingReplies: opts.maxPendingReplies ?? 4096,
+      lingerMs: opts.lingerMs ?? 2000,
     };
   }
 

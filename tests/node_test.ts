@@ -222,6 +222,23 @@ Deno.test("a line over the limit is answered '?' cut to the limit, that connecti
   assert.equal(await other.lines(1), AT + "\n");
 });
 
+Deno.test("by default a line over 16 KiB is answered '?' cut to 16 KiB and that connection closes", async () => {
+  await using herd = await new TestHerd({
+    topology: makeTopology(["Alford"], []),
+  })
+    .startAll();
+  using c = await Client.connect(herd.port("Alford"));
+  const sending = c.send("Z".repeat(1024 * 1024)).catch(() => {}); // no newline at all
+  const reply = await c.readAll(10_000);
+  await sending;
+  assert.equal(reply, "? " + "Z".repeat(16 * 1024) + "\n");
+  assert.equal(
+    await exchange(herd.port("Alford"), "W".repeat(16 * 1024) + "\n"),
+    "? " + "W".repeat(16 * 1024) + "\n",
+    "16 KiB exactly is still a line",
+  );
+});
+
 Deno.test("a line of exactly the limit is accepted as a line", async () => {
   await using herd = await lone({ maxLineBytes: 64 }).startAll();
   const line = "Y".repeat(64);
