@@ -294,6 +294,7 @@ export class HerdNode {
       radiusM: cmd.radiusM,
       radiusMeters: Number(cmd.radiusM),
       bound: cmd.bound,
+      record: held,
     };
     const limit = this.config.whatsatTimeoutMs ?? 5000;
     let timer: ReturnType<typeof setTimeout> | undefined;

@@ -62,6 +62,12 @@ export interface NearbyQuery {
   radiusMeters: number;
   /** 1..20: results are cut to this many. */
   bound: number;
+  /**
+   * The client's stored AT line, when the node knows it. The Google cache is then keyed by
+   * it: a client asking again before it moves is answered from the cache, while every new
+   * position report gets its own upstream request with its own exact coordinates.
+   */
+  record?: string;
 }
 
 /** Legacy Nearby Search shape: what the node prints after the AT line, whatever the provider. */
@@ -347,8 +353,8 @@ async function callLegacy(
   try {
     const url = legacyRequestUrl(context.url, q, context.apiKey);
     const response = await context.fetch(url, { signal });
-    const body = context.scrub(await readBody(response, MAX_BODY_BYTES));
-    return legacyAnswer(response.status, body);
+    const body = await readBody(response, MAX_BODY_BYTES);
+    return scrubAnswer(legacyAnswer(response.status, body), context.scrub);
   } catch (error) {
     return callFailure(error, signal, context.scrub);
   }
@@ -385,11 +391,27 @@ async function callNew(
   try {
     const init = newApiRequest(q, context.apiKey);
     const response = await context.fetch(context.url, { ...init, signal });
-    const body = context.scrub(await readBody(response, MAX_BODY_BYTES));
-    return newApiAnswer(response.status, body);
+    const body = await readBody(response, MAX_BODY_BYTES);
+    return scrubAnswer(newApiAnswer(response.status, body), context.scrub);
   } catch (error) {
     return callFailure(error, signal, context.scrub);
   }
+}
+
+/**
+ * Removes the key from the one place an upstream answer could carry it, its
+ * `error_message` (success answers never hold it). The body is parsed as received, so a
+ * short key that happens to match ordinary text ("K" in "OK") cannot corrupt an answer.
+ */
+function scrubAnswer(
+  answer: PlacesAnswer,
+  scrub: (text: string) => string,
+): PlacesAnswer {
+  if (typeof answer.error_message !== "string") return answer;
+  const message = scrub(answer.error_message);
+  return message === answer.error_message
+    ? answer
+    : { ...answer, error_message: message };
 }
 
 /** A thrown fetch or body error as a failure answer; an abort says why it was aborted. */

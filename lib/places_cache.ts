@@ -110,11 +110,14 @@ export function cutToBound(answer: PlacesAnswer, bound: number): PlacesAnswer {
 }
 
 /**
- * The cache key of a query: provider, location rounded to 4 decimal places (about 11 m, so
- * clients a few steps apart share an answer) and radius in metres. Integers of 1e-4 degrees
- * avoid "-0.0000" and float formatting surprises.
+ * The cache key of a query: provider and radius in metres, with the client's record (its AT
+ * line) when the node supplies it, else the location rounded to 4 decimal places (about
+ * 11 m; integers of 1e-4 degrees avoid "-0.0000" and float formatting surprises).
  */
 export function cacheKey(provider: string, q: NearbyQuery): string {
+  if (q.record !== undefined) {
+    return `${provider}|${q.radiusMeters}|${q.record}`;
+  }
   const lat = Math.round(q.latDeg * 1e4);
   const lng = Math.round(q.lngDeg * 1e4);
   return `${provider}|${lat}|${lng}|${q.radiusMeters}`;

@@ -304,6 +304,7 @@ Deno.test("WHATSAT: the stored AT line, the JSON cut to the bound, and an empty 
     radiusM: "10000",
     radiusMeters: 10000,
     bound: 3,
+    record: AT,
   });
 });
 

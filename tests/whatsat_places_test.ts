@@ -208,3 +208,61 @@ Deno.test("google-new behind a local fake: the reply is in the legacy shape with
   assert.equal(body.locationRestriction.circle.radius, 2500);
   assert.ok(!reply.includes("test-key-new"));
 });
+
+Deno.test("a new position report asks upstream again: a cached success never hides an upstream that now fails", async () => {
+  let mode: "ok" | "fail" = "ok";
+  await using upstream = fakeUpstream(() =>
+    mode === "ok" ? Response.json(LEGACY) : Response.json({
+      results: [],
+      status: "REQUEST_DENIED",
+      error_message: "denied",
+    })
+  );
+  await using herd = await lone(
+    createPlaces({
+      provider: "google",
+      apiKey: "K",
+      url: upstream.url("/nearby"),
+    }),
+  );
+  const port = herd.port("Alford");
+  await exchange(port, UCLA);
+  assert.equal(
+    jsonOf(await exchange(port, "WHATSAT kiwi.cs.ucla.edu 10 5\n")).status,
+    "OK",
+  );
+  mode = "fail";
+  // Another client at the very same spot, and the same client reporting again.
+  await exchange(port, UCLA.replace("kiwi.cs.ucla.edu", "other"));
+  assert.equal(
+    jsonOf(await exchange(port, "WHATSAT other 10 5\n")).status,
+    "REQUEST_DENIED",
+  );
+  await exchange(port, UCLA.replace("1520023934.918963997", "1520023935"));
+  assert.equal(
+    jsonOf(await exchange(port, "WHATSAT kiwi.cs.ucla.edu 10 5\n")).status,
+    "REQUEST_DENIED",
+  );
+  assert.equal(upstream.seen.length, 3);
+  for (const req of upstream.seen) {
+    assert.equal(req.url.searchParams.get("location"), "34.068930,-118.445127");
+  }
+});
+
+Deno.test("a short API key that matches ordinary text never corrupts an answer", async () => {
+  await using upstream = fakeUpstream(() => Response.json(LEGACY));
+  await using herd = await lone(
+    createPlaces({
+      provider: "google",
+      apiKey: "name",
+      url: upstream.url("/nearby"),
+    }),
+  );
+  const port = herd.port("Alford");
+  await exchange(port, UCLA);
+  const reply = await exchange(port, "WHATSAT kiwi.cs.ucla.edu 10 2\n");
+  assert.deepEqual(JSON.parse(reply.slice(reply.indexOf("\n") + 1)), {
+    ...LEGACY,
+    results: LEGACY.results.slice(0, 2),
+  });
+});
