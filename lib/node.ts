@@ -158,6 +158,7 @@ export class HerdNode {
       maxLineBytes: this.config.maxLineBytes,
       handler: {
         line: (line, session) => this.#onLine(line, session),
+        isPeerHello: (line) => this.#isPeerHello(line),
         peer: (conn, lines, framer, id) =>
           this.#onPeer(conn, lines, framer, id),
       },
@@ -326,18 +327,24 @@ export class HerdNode {
     return formatWhatsat(held, utf8ByteString(placesJson(answer)));
   }
 
-  #onPeer(conn: Deno.TcpConn, lines: string[], framer: LineFramer, id: number) {
-    if (lines[0].startsWith("HERD HELLO ")) {
-      this.#flood.adopt(conn, lines, framer, id);
-      return;
-    }
-    // Not a peer handshake after all: a client line that starts with "HERD ".
-    const bytes = new TextEncoder().encode(formatInvalid(lines[0]));
-    conn.write(bytes).catch(() => {}).finally(() => {
-      try {
-        conn.close();
-      } catch { /* closed */ }
+  /**
+   * A first line `HERD HELLO <name> <nonce>` naming one of this node's neighbors opens a
+   * peer link. A HELLO naming anyone else is refused (and logged) by treating it as what it
+   * is to this node, an invalid client line: `? <line>`, connection kept open.
+   */
+  #isPeerHello(line: string): boolean {
+    if (!line.startsWith("HERD HELLO ")) return false;
+    const f = line.split(" ");
+    if (f.length === 4 && this.#flood.isNeighbor(f[2])) return true;
+    this.#log.warn("peer_refused", {
+      peer: f[2] ?? "",
+      reason: "not a neighbor",
     });
+    return false;
+  }
+
+  #onPeer(conn: Deno.TcpConn, lines: string[], framer: LineFramer, id: number) {
+    this.#flood.adopt(conn, lines, framer, id);
   }
 
   #onRecords(lines: string[], from: string): void {

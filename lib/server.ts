@@ -8,7 +8,8 @@
  * pauses while too many replies wait, so a client that sends without reading cannot grow
  * the node's memory without bound.
  *
- * A first line starting with `HERD ` makes the connection a peer link: it is handed to the
+ * A first line that the handler recognises as a neighbor's `HERD HELLO` makes the
+ * connection a peer link: it is handed to the
  * flood module with the framer, and this module lets go of it.
  *
  * @module
@@ -24,7 +25,9 @@ import { formatInvalid } from "./protocol.ts";
 export interface ConnectionHandler {
   /** Handles one client line; must call one of `session.reply*` exactly once. */
   line(line: string, session: Session): void;
-  /** Takes over a connection whose first line starts with `HERD `. */
+  /** Is this first line a neighbor's handshake? Anything else is a client line. */
+  isPeerHello(line: string): boolean;
+  /** Takes over a connection whose first line passed `isPeerHello`. */
   peer(
     conn: Deno.TcpConn,
     lines: string[],
@@ -287,7 +290,7 @@ export class Server {
         if (n === null) {
           const last = framer.end();
           if (last !== null) {
-            if (first && last.startsWith("HERD ")) {
+            if (first && handler.isPeerHello(last)) {
               handedOff = true;
               handler.peer(conn, [last], framer, id);
               return;
@@ -301,7 +304,7 @@ export class Server {
           const line = framed.lines[i];
           if (first) {
             first = false;
-            if (line.startsWith("HERD ")) {
+            if (handler.isPeerHello(line)) {
               handedOff = true;
               handler.peer(conn, framed.lines.slice(i), framer, id);
               return;

@@ -186,6 +186,24 @@ Deno.test("every kind of invalid line gets '? ' and the line as received, and th
   assert.equal(await c.lines(1), AT + "\n");
 });
 
+Deno.test("a first line that looks like peer talk is an invalid client line and the connection stays open", async () => {
+  await using herd = await lone().startAll();
+  for (
+    const first of [
+      "HERD SUM abc",
+      "HERD HELLO Nobody 00",
+      "HERD HELLO",
+      "HERD",
+    ]
+  ) {
+    assert.equal(
+      await exchange(herd.port("Alford"), `${first}\n${IAMAT}\n`),
+      `? ${first}\n${AT}\n`,
+      first,
+    );
+  }
+});
+
 Deno.test("binary garbage is an invalid line echoed byte for byte", async () => {
   await using herd = await lone().startAll();
   const garbage = new Uint8Array(256);
