@@ -32,6 +32,16 @@ export interface LogOptions {
   maxBufferBytes?: number;
   /** Wall clock in ms, injected for tests. */
   now?: () => number;
+  /**
+   * Where operator lines go (default: events to stdout, warnings to stderr). `deno task herd`
+   * runs several nodes in one process and prefixes each line with the node's name.
+   */
+  print?: (line: string, stream: "out" | "err") => void;
+}
+
+function defaultPrint(line: string, stream: "out" | "err"): void {
+  if (stream === "out") console.log(line);
+  else console.error(line);
 }
 
 const encoder = new TextEncoder();
@@ -62,6 +72,7 @@ export class NodeLog {
       flushMs: opts.flushMs ?? 100,
       maxBufferBytes: opts.maxBufferBytes ?? 16 * 1024 * 1024,
       now: opts.now ?? Date.now,
+      print: opts.print ?? defaultPrint,
     };
   }
 
@@ -86,7 +97,10 @@ export class NodeLog {
       const detail = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(
         " ",
       );
-      console.log(`${this.node}: ${event}${detail ? " " + detail : ""}`);
+      this.#opts.print(
+        `${this.node}: ${event}${detail ? " " + detail : ""}`,
+        "out",
+      );
     }
   }
 
@@ -97,7 +111,10 @@ export class NodeLog {
       const detail = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(
         " ",
       );
-      console.error(`${this.node}: ${event}${detail ? " " + detail : ""}`);
+      this.#opts.print(
+        `${this.node}: ${event}${detail ? " " + detail : ""}`,
+        "err",
+      );
     }
   }
 

@@ -62,6 +62,8 @@ export interface NodeConfig {
   whatsatTimeoutMs?: number;
   /** Print events on stdout. Default true. */
   console?: boolean;
+  /** Where operator lines go (see `LogOptions.print`). */
+  print?: (line: string, stream: "out" | "err") => void;
   /** Flood tuning (tests shorten intervals). */
   flood?: {
     backoffBaseMs?: number;
@@ -91,6 +93,7 @@ export class HerdNode {
   #lock: Deno.FsFile | null = null;
   #clock: Clock;
   #started = false;
+  #warmTimer: ReturnType<typeof setTimeout> | undefined;
   #stopping: Promise<void> | null = null;
 
   constructor(config: NodeConfig) {
@@ -136,6 +139,7 @@ export class HerdNode {
       node: name,
       path: dataDir === null ? null : `${dataDir}/${name}.log`,
       console: this.config.console,
+      print: this.config.print,
     });
     const kvPath = this.config.kv ??
       (dataDir === null ? ":memory:" : `${dataDir}/${name}.kv`);
@@ -188,7 +192,10 @@ export class HerdNode {
     }
     this.#started = true;
     this.#flood.start();
-    this.config.places.warm?.();
+    // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s
+    // cold); starting it a moment after listening lets the other nodes of a herd that start
+    // together come up first. A WHATSAT before then starts it at once.
+    this.#warmTimer = setTimeout(() => this.config.places.warm?.(), 250);
     this.#log.event("listening", {
       host: spec.host,
       port: this.port,
@@ -367,6 +374,7 @@ export class HerdNode {
   async #stop(): Promise<void> {
     if (!this.#started) return;
     this.#log.event("stopping");
+    clearTimeout(this.#warmTimer);
     await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
     await this.#flood.stop();
     await this.#store.close();
