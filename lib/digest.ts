@@ -40,11 +40,14 @@ export function bucketOf(client: string): number {
 export class Digest {
   readonly lo: Uint32Array = new Uint32Array(BUCKETS);
   readonly hi: Uint32Array = new Uint32Array(BUCKETS);
+  /** Records a bucket holds (a dialer only asks about buckets where it has something). */
+  readonly counts: Uint32Array = new Uint32Array(BUCKETS);
 
   /** Accounts for `client`'s record changing from `before` (if any) to `after`. */
   replace(client: string, before: string | undefined, after: string): void {
     const b = bucketOf(client);
-    if (before !== undefined) {
+    if (before === undefined) this.counts[b]++;
+    else {
       this.#hash(before);
       this.lo[b] ^= this.#h1;
       this.hi[b] ^= this.#h2;

@@ -27,11 +27,13 @@
  * @module
  */
 
+import { compareTimeText } from "./clock.ts";
+import { BUCKETS, fnv1a } from "./digest.ts";
 import { LineFramer } from "./lines.ts";
 import type { NodeLog } from "./log.ts";
 import { PeerChannel, PeerTimeout } from "./peer_channel.ts";
 import { importSecret, nonce, prove, verify } from "./peer_wire.ts";
-import { parseAtLine } from "./record.ts";
+import { clientOf, parseAtLine, timeOf } from "./record.ts";
 import type { Store } from "./store.ts";
 import type { ServerSpec } from "./topology.ts";
 
@@ -342,6 +344,8 @@ export class Flood {
             // What we hold that the peer lacks travels on our own link toward it.
             this.#links.get(peer)?.syncSoon();
           }
+        } else if (line.startsWith("HERD DIFF ")) {
+          await this.#sendHave(ch, line.slice(10));
         } else if (line.startsWith("HERD SYNCED ")) {
           if (syncing) {
             log.event("peer_caught_up", {
@@ -364,6 +368,32 @@ export class Flood {
       if (wait) await wait.promise;
     }
     log.event("peer_inbound_closed", { conn: id, peer });
+  }
+
+  /**
+   * Answers `HERD DIFF <buckets>`: for every record held in those buckets, its client, time
+   * and line hash (`HERD HAVE c t h c t h ...`, paced by the outbox), then `HERD HAVE-END`.
+   * The dialer then sends only what this node lacks or holds older.
+   */
+  async #sendHave(ch: PeerChannel, list: string): Promise<void> {
+    const buckets = parseBucketList(list);
+    if (buckets === null) {
+      this.#o.log.warn("peer_diff_invalid", { list: list.slice(0, 80) });
+      ch.send("HERD HAVE-END\n", true);
+      return;
+    }
+    let part: string[] = [];
+    for (const line of this.#o.store.recordsIn(buckets)) {
+      part.push(`${clientOf(line)} ${timeOf(line)} ${lineHash(line)}`);
+      if (part.length === 500) {
+        await ch.drained(256 * 1024);
+        if (ch.closed) return;
+        ch.send(`HERD HAVE ${part.join(" ")}\n`, true);
+        part = [];
+      }
+    }
+    if (part.length > 0) ch.send(`HERD HAVE ${part.join(" ")}\n`, true);
+    ch.send("HERD HAVE-END\n", true);
   }
 
   #deliver(
@@ -679,7 +709,11 @@ class Link {
         if (line === "HERD SAME") {
           this.#syncing = false;
         } else if (line.startsWith("HERD BUCKETS ")) {
-          await this.#pushDiff(ch, line.slice(13));
+          this.#askDiff(ch, line.slice(13));
+        } else if (line.startsWith("HERD HAVE ")) {
+          this.#takeHave(line);
+        } else if (line === "HERD HAVE-END") {
+          await this.#pushDiff(ch);
         } else {
           s.log.warn("peer_line_unknown", { peer: this.peer.name, line });
         }
@@ -687,11 +721,11 @@ class Link {
     }
   }
 
-  /**
-   * Sends the records of every bucket where the peer's digest differs from ours, in pieces
-   * that wait for the outbox to drain, then `HERD SYNCED <count>`.
-   */
-  async #pushDiff(ch: PeerChannel, encoded: string): Promise<void> {
+  #diff: Set<number> | null = null;
+  #have = new Map<string, { time: string; hash: string }>();
+
+  /** On the acceptor's bucket digests: names the buckets that differ (`HERD DIFF`). */
+  #askDiff(ch: PeerChannel, encoded: string): void {
     const s = this.#flood.settings;
     const buckets = s.store.digest.differing(encoded);
     if (buckets === null) {
@@ -699,7 +733,47 @@ class Link {
       this.#syncing = false;
       return;
     }
-    const records = buckets.size > 0 ? s.store.recordsIn(buckets) : [];
+    // Only buckets where this node holds something can have records the peer lacks.
+    for (const b of buckets) {
+      if (s.store.digest.counts[b] === 0) buckets.delete(b);
+    }
+    if (buckets.size === 0) {
+      ch.send("HERD SYNCED 0\n", true);
+      this.#syncing = false;
+      return;
+    }
+    this.#diff = buckets;
+    this.#have = new Map();
+    ch.send(`HERD DIFF ${[...buckets].join(",")}\n`, true);
+  }
+
+  /** Collects the acceptor's `client time hash` triples for the differing buckets. */
+  #takeHave(line: string): void {
+    const f = line.split(" ");
+    for (let i = 2; i + 2 < f.length; i += 3) {
+      this.#have.set(f[i], { time: f[i + 1], hash: f[i + 2] });
+    }
+  }
+
+  /**
+   * Sends, from the buckets that differ, only the records the peer lacks or holds older
+   * (or holds at the same time with other bytes: the peer then applies the tie-break), in
+   * pieces that wait for the outbox to drain, then `HERD SYNCED <count>`.
+   */
+  async #pushDiff(ch: PeerChannel): Promise<void> {
+    const s = this.#flood.settings;
+    const buckets = this.#diff ?? new Set<number>();
+    const have = this.#have;
+    this.#diff = null;
+    this.#have = new Map();
+    const records = buckets.size === 0 ? [] : s.store.recordsIn(buckets).filter(
+      (line) => {
+        const theirs = have.get(clientOf(line));
+        if (theirs === undefined) return true;
+        const byTime = compareTimeText(timeOf(line), theirs.time);
+        return byTime > 0 || (byTime === 0 && lineHash(line) !== theirs.hash);
+      },
+    );
     const stats = this.#flood.stats;
     stats.syncs++;
     const piece = Math.max(
@@ -766,4 +840,21 @@ class Link {
     this.#ch?.close();
     await this.#running;
   }
+}
+
+/** A record line's hash as sent in `HERD HAVE` (8 hex digits). */
+function lineHash(line: string): string {
+  return fnv1a(line, 1).toString(16).padStart(8, "0");
+}
+
+/** `3,17,1023` into bucket numbers; null when malformed. */
+function parseBucketList(list: string): Set<number> | null {
+  const out = new Set<number>();
+  for (const part of list.split(",")) {
+    if (!/^\d{1,4}$/.test(part)) return null;
+    const b = Number(part);
+    if (b >= BUCKETS) return null;
+    out.add(b);
+  }
+  return out;
 }

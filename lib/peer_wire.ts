@@ -12,7 +12,12 @@
  * dialer → acceptor   AT ...                        records, many a write
  * dialer → acceptor   HERD SUM <root>               catch-up: on connection, and when idle
  * acceptor → dialer   HERD SAME | HERD BUCKETS <b64> the acceptor's per-bucket digests
- * dialer → acceptor   AT ... (records of differing buckets) then HERD SYNCED <count>
+ * dialer → acceptor   HERD DIFF <b,b,...>           differing buckets where the dialer holds records
+ *                     (or HERD SYNCED 0 when there are none)
+ * acceptor → dialer   HERD HAVE <client> <time> <hash> ...  what it holds in them (many lines)
+ *                     then HERD HAVE-END
+ * dialer → acceptor   AT ... (only records the acceptor lacks or holds older) then
+ *                     HERD SYNCED <count>
  * ```
  *
  * Proofs are HMAC-SHA-256 over both nonces and both names, keyed by `HERD_SECRET`, with the

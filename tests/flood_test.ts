@@ -338,6 +338,52 @@ Deno.test("a node with a data directory keeps its records across a restart and r
   }
 });
 
+Deno.test("catch-up sends only the records the other side lacks or holds older, not whole buckets", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "herd-flood-" });
+  try {
+    await using herd = await new TestHerd({
+      names: ["Alford", "Ball"],
+      links: [["Alford", "Ball"]],
+      config: (name) => ({
+        clock: fixedClock(NOW),
+        ...(name === "Ball" ? { kv: `${dir}/Ball.kv` } : {}),
+      }),
+    }).startAll();
+    // 3,000 clients: about three per bucket, so a whole-bucket exchange would show.
+    const lines = Array.from(
+      { length: 3000 },
+      (_, i) => `IAMAT c${i} +1+1 10\n`,
+    );
+    await exchange(herd.port("Alford"), lines.join(""));
+    await waitFor(() => herd.nodes.get("Ball")!.store.size === 3000, 10_000);
+    await herd.stop("Ball");
+    const changed = ["c1", "c500", "c1000", "c2999", "fresh"];
+    for (const c of changed) await iamat(herd, "Alford", c, "+2+2", "20");
+    const ball = await herd.start("Ball");
+    await waitFor(() =>
+      changed.every((c) =>
+        ball.store.get(c) === herd.nodes.get("Alford")!.store.get(c)
+      )
+    );
+    await waitFor(() => events(ball, "peer_caught_up").length > 0);
+    const caughtUp = events(ball, "peer_caught_up");
+    assert.equal(caughtUp.reduce((n, e) => n + (e.received as number), 0), 5);
+    assert.equal(caughtUp.reduce((n, e) => n + (e.accepted as number), 0), 5);
+    // And Ball, which holds nothing newer, sends Alford nothing.
+    await waitFor(() =>
+      events(ball, "peer_sync_sent").length > 0 ||
+      events(ball, "peer_caught_up").length > 0
+    );
+    const sent = events(ball, "peer_sync_sent").reduce(
+      (n, e) => n + (e.records as number),
+      0,
+    );
+    assert.equal(sent, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a cut-off node and the rest of the herd converge when the nodes between them return", async () => {
   await using herd = await new TestHerd({ config: fixed() }).startAll();
   const expected = new Map<string, string>();
