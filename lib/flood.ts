@@ -197,6 +197,9 @@ export class Flood {
       } catch { /* closed */ }
       return;
     }
+    // The framer comes from the client side with the client line limit; an AT line made
+    // from a client line near that limit is longer than it, so peers get the peer limit.
+    framer.setLimit(this.#o.maxLineBytes);
     const ch = new PeerChannel(
       conn,
       framer,
@@ -305,7 +308,7 @@ export class Flood {
     let syncAccepted = 0;
     let syncing = false;
     let sums = 0;
-    for (;;) {
+    reading: for (;;) {
       const lines = await ch.nextBatch();
       if (lines === null) break;
       const records: string[] = [];
@@ -324,6 +327,12 @@ export class Flood {
         });
         records.length = 0;
         if (line.startsWith("HERD SUM ")) {
+          // A peer that asks for digests faster than it reads the answers is dropped: each
+          // answer is ~11 KB and control lines are not held back by the outbox bound.
+          if (ch.outboxBytes > 1024 * 1024) {
+            log.warn("peer_dropped", { conn: id, peer, reason: "not reading" });
+            break reading;
+          }
           await store.loaded;
           sums++;
           if (line.slice(9) === store.digest.root()) {
@@ -383,14 +392,19 @@ export class Flood {
       return;
     }
     let part: string[] = [];
+    let bytes = 0;
     for (const line of this.#o.store.recordsIn(buckets)) {
-      part.push(`${clientOf(line)} ${timeOf(line)} ${lineHash(line)}`);
-      if (part.length === 500) {
+      const entry = `${clientOf(line)} ${timeOf(line)} ${lineHash(line)}`;
+      // Lines stay far below the peer line limit whatever the ids and times look like.
+      if (part.length === 500 || bytes + entry.length > 64 * 1024) {
         await ch.drained(256 * 1024);
         if (ch.closed) return;
         ch.send(`HERD HAVE ${part.join(" ")}\n`, true);
         part = [];
+        bytes = 0;
       }
+      part.push(entry);
+      bytes += entry.length + 1;
     }
     if (part.length > 0) ch.send(`HERD HAVE ${part.join(" ")}\n`, true);
     ch.send("HERD HAVE-END\n", true);

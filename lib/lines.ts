@@ -40,6 +40,14 @@ export class LineFramer {
     this.#limit = limit;
   }
 
+  /**
+   * Changes the limit for lines still to come: a connection that turns out to be a peer link
+   * carries AT lines, which are longer than the client lines they were made from.
+   */
+  setLimit(limit: number): void {
+    this.#limit = limit;
+  }
+
   /** Bytes held of an unfinished line. */
   get buffered(): number {
     return this.#partLen;

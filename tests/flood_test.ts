@@ -16,6 +16,7 @@ import type { HerdNode } from "../lib/node.ts";
 import { importSecret, prove } from "../lib/peer_wire.ts";
 import { formatAt } from "../lib/record.ts";
 import {
+  Client,
   exchange,
   FAST_FLOOD,
   fixedClock,
@@ -382,6 +383,59 @@ Deno.test("catch-up sends only the records the other side lacks or holds older, 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a record made from a client line at the 16 KiB limit floods like any other", async () => {
+  await using herd = await new TestHerd({
+    names: ["Alford", "Ball"],
+    links: [["Alford", "Ball"]],
+    config: fixed(),
+  }).startAll();
+  // The longest valid IAMAT: its AT line is longer than the client line limit.
+  const head = "IAMAT big +1.";
+  const tail = "+1 1";
+  const iamatLine = head + "1".repeat(16 * 1024 - head.length - tail.length) +
+    tail;
+  assert.equal(iamatLine.length, 16 * 1024);
+  const reply = await exchange(herd.port("Alford"), iamatLine + "\n");
+  assert.ok(
+    reply.startsWith("AT Alford ") && reply.length > 16 * 1024 + 1,
+    reply.slice(0, 40),
+  );
+  await waitFor(() =>
+    herd.nodes.get("Ball")!.store.get("big") === reply.slice(0, -1)
+  );
+  // And the link still carries everything after it.
+  const after = await iamat(herd, "Alford", "after", "+2+2", "2");
+  await waitFor(() => herd.nodes.get("Ball")!.store.get("after") === after);
+});
+
+Deno.test("a peer that asks for digests without reading the answers is dropped, not buffered", async () => {
+  await using herd = await new TestHerd({
+    names: ["Alford", "Ball"],
+    links: [["Alford", "Ball"]],
+    config: fixed(),
+  }).start("Alford").then((node) => ({
+    node,
+    async [Symbol.asyncDispose]() {
+      await node.stop();
+    },
+  }));
+  using c = await Client.connect(herd.node.port);
+  await c.send(
+    "HERD HELLO Ball 00112233445566778899aabbccddeeff\nHERD PROOF -\n",
+  );
+  // Ask for digests over and over and never read; the node must give up on us.
+  const sums = "HERD SUM 0\n".repeat(2000);
+  let closed = false;
+  for (let i = 0; i < 100 && !closed; i++) {
+    await c.send(sums).catch(() => (closed = true));
+    await new Promise((r) => setTimeout(r, 10));
+    closed ||= events(herd.node, "peer_dropped").some((e) =>
+      e.reason === "not reading"
+    );
+  }
+  assert.ok(closed, "the node dropped the peer");
 });
 
 Deno.test("a cut-off node and the rest of the herd converge when the nodes between them return", async () => {
