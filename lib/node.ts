@@ -257,7 +257,8 @@ export class HerdNode {
       if (this.#store.isLoaded) this.#answerWhatsat(line, cmd, session);
       else {
         session.replyLater(
-          this.#store.loaded.then(() => this.#whatsatWhenDurable(line, cmd)),
+          this.#store.loaded.then(() => this.#whatsatWhenDurable(line, cmd))
+            .catch(() => formatInvalid(line)),
         );
       }
     } else {
@@ -270,7 +271,9 @@ export class HerdNode {
     if (this.#store.get(cmd.client) === undefined) {
       session.reply(formatInvalid(line));
     } else {
-      session.replyLater(this.#whatsatWhenDurable(line, cmd));
+      session.replyLater(
+        this.#whatsatWhenDurable(line, cmd).catch(() => formatInvalid(line)),
+      );
     }
   }
 
@@ -376,6 +379,8 @@ export class HerdNode {
     this.#log.event("stopping");
     clearTimeout(this.#warmTimer);
     await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
+    // Links wait for the store's load before catching up: abandon it so they let go now.
+    this.#store.stopLoading();
     await this.#flood.stop();
     await this.#store.close();
     await this.config.places.close();

@@ -35,6 +35,7 @@
  *
  * @module
  */
+import { fnv1a } from "./digest.ts";
 import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
 
 /**
@@ -116,7 +117,11 @@ export function cutToBound(answer: PlacesAnswer, bound: number): PlacesAnswer {
  */
 export function cacheKey(provider: string, q: NearbyQuery): string {
   if (q.record !== undefined) {
-    return `${provider}|${q.radiusMeters}|${q.record}`;
+    // A 64-bit hash, not the record itself: records may be ~32 KB and entries are many.
+    const r = q.record;
+    return `${provider}|${q.radiusMeters}|${r.length}|${fnv1a(r, 1)}|${
+      fnv1a(r, 2)
+    }`;
   }
   const lat = Math.round(q.latDeg * 1e4);
   const lng = Math.round(q.lngDeg * 1e4);

@@ -50,6 +50,12 @@ export interface ServerOptions {
   lingerMs?: number;
 }
 
+/**
+ * Reply bytes waiting on one connection before reading from it pauses (with the count limit,
+ * this bounds a client that sends WHATSATs and never reads).
+ */
+const MAX_PENDING_BYTES = 4 * 1024 * 1024;
+
 interface Item {
   text: string | null;
   gate: Gate | null;
@@ -68,6 +74,8 @@ export class Session {
   #room: Gate | null = null;
   #idle: Gate | null = null;
   #broken = false;
+  /** Bytes of replies known but not yet written. */
+  #bytes = 0;
 
   constructor(
     id: number,
@@ -89,6 +97,7 @@ export class Session {
   /** Queues a reply to write once `gate` (if any) opens, after every earlier reply. */
   reply(text: string, gate: Gate | null = null): void {
     this.#items.push({ text, gate: gate?.done ? null : gate });
+    this.#bytes += text.length;
     this.#pump();
   }
 
@@ -98,13 +107,20 @@ export class Session {
     this.#items.push(item);
     text.then((t) => {
       item.text = t;
+      this.#bytes += t.length;
+      this.#pump();
+    }, () => {
+      item.text = ""; // the node answers every line; this only keeps the order intact
       this.#pump();
     });
   }
 
   /** Resolves once there is room for more replies (backpressure on reading). */
   room(): Promise<void> | null {
-    if (this.pending < this.#maxPending) return null;
+    if (this.#broken) return null;
+    if (this.pending < this.#maxPending && this.#bytes < MAX_PENDING_BYTES) {
+      return null;
+    }
     this.#room ??= new Gate();
     return this.#room.promise;
   }
@@ -121,6 +137,7 @@ export class Session {
     this.#broken = true;
     this.#items = [];
     this.#head = 0;
+    this.#bytes = 0;
     this.#signal();
   }
 
@@ -150,6 +167,7 @@ export class Session {
         }
         this.#log.traffic(this.id, "out", item.text.replace(/\n+$/, ""));
         out += item.text;
+        this.#bytes -= item.text.length;
         this.#head++;
       }
       this.#compact();
@@ -179,7 +197,9 @@ export class Session {
   }
 
   #signal(): void {
-    if (this.#room && (this.pending < this.#maxPending / 2 || this.#broken)) {
+    const roomy = this.pending < this.#maxPending / 2 &&
+      this.#bytes < MAX_PENDING_BYTES / 2;
+    if (this.#room && (roomy || this.#broken)) {
       this.#room.open();
       this.#room = null;
     }

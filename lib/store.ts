@@ -87,6 +87,8 @@ export class Store {
   #walSinceSnap = 0;
   #snapshotting: Promise<void> | null = null;
   #closing = false;
+  /** Set as soon as a stop begins: failing commits stop retrying forever. */
+  #stopping = false;
   #loaded = false;
   /** Set when loading failed or was abandoned: the state in memory is partial. */
   #partial = false;
@@ -226,7 +228,19 @@ export class Store {
         this.#inflightGate = gate;
         this.#congestion?.open();
         this.#congestion = null;
-        await this.#writeWal(lines);
+        try {
+          await this.#writeWal(lines);
+        } catch (e) {
+          // Only while stopping: the disk refused three times and the clients waiting on
+          // these records are gone. They were never acknowledged; nothing is reported lost.
+          this.#log?.warn("kv_commit_abandoned", {
+            records: lines.length + this.#pending.length,
+            error: (e as Error).message,
+          });
+          this.#pending = [];
+          this.#pendingBytes = 0;
+          return;
+        }
         this.#inflightGate = null;
         gate.open();
         this.#walSinceSnap += lines.length;
@@ -275,7 +289,7 @@ export class Store {
         throw new Error("atomic commit was not ok");
       } catch (e) {
         this.#stats.commitErrors++;
-        if (this.#closing && attempt >= 3) throw e;
+        if (this.#stopping && attempt >= 3) throw e;
         this.#log?.warn("kv_commit_failed", {
           attempt,
           error: (e as Error).message,
@@ -418,7 +432,14 @@ export class Store {
    * is abandoned: nothing is left to answer, and a big store would hold up a clean stop).
    * Does not close KV.
    */
+  /** Abandons an unfinished load now (a stop has begun); `loaded` then resolves soon. */
+  stopLoading(): void {
+    this.#stopLoading = true;
+    this.#stopping = true;
+  }
+
   async close(): Promise<void> {
+    this.#stopping = true;
     this.#stopLoading = true;
     await this.loaded;
     while (this.#committing) await this.#committing;
