@@ -328,3 +328,16 @@ export async function waitFor(
 export function fixedClock(ns: bigint): () => bigint {
   return () => ns;
 }
+
+/** A temporary directory removed (with everything in it) when the scope ends. */
+export async function tempDir(
+  prefix = "herd-test-",
+): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix });
+  return {
+    path,
+    async [Symbol.asyncDispose]() {
+      await Deno.remove(path, { recursive: true });
+    },
+  };
+}

@@ -10,21 +10,11 @@ import assert from "assert";
 import { ENV_VARS } from "../lib/config.ts";
 import { nodeArgs, placesHosts } from "../lib/herd.ts";
 import { parseTopology } from "../lib/topology.ts";
-import { Client, freePorts } from "./helpers.ts";
+import { Client, freePorts, tempDir } from "./helpers.ts";
 
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 
 /** A temporary directory, removed at the end of the scope. */
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "herd-launcher-test-" });
-  return {
-    path,
-    async [Symbol.asyncDispose]() {
-      await Deno.remove(path, { recursive: true });
-    },
-  };
-}
-
 function topologyJson(
   servers: Record<string, { port: number; neighbors?: string[] }>,
 ): string {

@@ -9,21 +9,11 @@
 
 import assert from "assert";
 import { Store } from "../lib/store.ts";
-import { Client, freePorts, waitFor } from "./helpers.ts";
+import { Client, freePorts, tempDir, waitFor } from "./helpers.ts";
 
 const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 
 /** A temporary directory, removed at the end of the scope. */
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "herd-main-test-" });
-  return {
-    path,
-    async [Symbol.asyncDispose]() {
-      await Deno.remove(path, { recursive: true });
-    },
-  };
-}
-
 /** Writes a topology file of nodes on 127.0.0.1; returns its path. */
 async function writeTopology(
   path: string,

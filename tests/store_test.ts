@@ -17,6 +17,7 @@ import {
   fixedClock,
   makeTopology,
   StubPlaces,
+  tempDir,
   TestHerd,
   waitFor,
 } from "./helpers.ts";
@@ -32,16 +33,6 @@ function at(
 }
 
 /** A temporary directory, removed at the end of the scope. */
-async function tempDir(): Promise<{ path: string } & AsyncDisposable> {
-  const path = await Deno.makeTempDir({ prefix: "herd-store-test-" });
-  return {
-    path,
-    async [Symbol.asyncDispose]() {
-      await Deno.remove(path, { recursive: true });
-    },
-  };
-}
-
 /** A KV on `path`, closed at the end of the scope (or earlier by hand). */
 async function openKv(path: string): Promise<Deno.Kv & Disposable> {
   const kv = await Deno.openKv(path);
