@@ -44,8 +44,11 @@ export interface FloodOptions {
   secret?: string;
   store: Store;
   log: NodeLog;
-  /** Takes valid records received from `from`; the node offers them and relays. */
-  receive: (lines: string[], from: string) => void;
+  /**
+   * Takes valid records received from `from`; the node offers them and relays. Returns how
+   * many it accepted (for the caught-up counts).
+   */
+  receive: (lines: string[], from: string) => number;
   /** Allocates a connection id for the log. */
   connId: () => number;
   backoffBaseMs?: number;
@@ -418,17 +421,8 @@ export class Flood {
   ): void {
     if (records.length === 0) return;
     this.stats.recordsReceived += records.length;
-    const acceptedBefore = this.#accepted;
-    this.#o.receive(records.slice(), peer);
-    if (syncing) count(records.length, this.#accepted - acceptedBefore);
-  }
-
-  /** Records accepted from peers (the node reports it through `accepted`). */
-  #accepted = 0;
-
-  /** Called by the node for each record from a peer that it accepted. */
-  accepted(n = 1): void {
-    this.#accepted += n;
+    const accepted = this.#o.receive(records.slice(), peer);
+    if (syncing) count(records.length, accepted);
   }
 
   /** Stops dialing, closes every peer connection. */

@@ -15,7 +15,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { ENV_VARS, readEnv } from "./config.ts";
+import { DEFAULT_TOPOLOGY, ENV_VARS, readEnv } from "./config.ts";
 import type { PlacesProvider } from "./places.ts";
 import {
   LEGACY_NEARBY_URL,
@@ -40,9 +40,6 @@ const CONFIG = decodeURIComponent(
   new URL("../deno.json", import.meta.url).pathname,
 );
 const HERD = decodeURIComponent(new URL(import.meta.url).pathname);
-const DEFAULT_TOPOLOGY = decodeURIComponent(
-  new URL("../topology.json", import.meta.url).pathname,
-);
 
 /**
  * Deno's npm cache: the offline gazetteer reads its data file from there, so a node needs
@@ -174,8 +171,7 @@ async function pipeLines(
 
 /** Writes every byte to stdout (a pipe may take fewer than asked in one write). */
 function writeStdout(bytes: Uint8Array): void {
-  let off = 0;
-  while (off < bytes.length) off += Deno.stdout.writeSync(bytes.subarray(off));
+  writeAllSync(Deno.stdout, bytes);
 }
 
 async function main(): Promise<number> {
@@ -473,6 +469,7 @@ async function runHere(
   return 0;
 }
 
+/** Writes every byte with synchronous writes, looping over partial ones. */
 function writeAllSync(
   w: { writeSync(p: Uint8Array): number },
   bytes: Uint8Array,

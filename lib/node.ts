@@ -357,7 +357,7 @@ export class HerdNode {
     this.#flood.adopt(conn, lines, framer, id);
   }
 
-  #onRecords(lines: string[], from: string): void {
+  #onRecords(lines: string[], from: string): number {
     let accepted = 0;
     for (const line of lines) {
       if (this.#store.offer(line, clientOf(line))) {
@@ -365,7 +365,7 @@ export class HerdNode {
         accepted++;
       }
     }
-    this.#flood.accepted(accepted);
+    return accepted;
   }
 
   /** Stops cleanly; idempotent. */
