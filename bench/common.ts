@@ -16,15 +16,17 @@ export async function writeTopology(
   names: string[],
   links: [string, string][],
 ): Promise<{ path: string; ports: Map<string, number> }> {
-  const ports = freePorts(names.length);
+  const ports = freePorts(names.length * 2);
   const servers: Record<
     string,
-    { host: string; port: number; neighbors: string[] }
+    { host: string; port: number; peerPort: number; neighbors: string[] }
   > = {};
-  names.forEach((
-    n,
-    i,
-  ) => (servers[n] = { host: "127.0.0.1", port: ports[i], neighbors: [] }));
+  names.forEach((n, i) => (servers[n] = {
+    host: "127.0.0.1",
+    port: ports[i * 2],
+    peerPort: ports[i * 2 + 1],
+    neighbors: [],
+  }));
   for (const [a, b] of links) servers[a].neighbors.push(b);
   const path = `${dir}/topology.json`;
   await Deno.writeTextFile(path, JSON.stringify({ servers }));

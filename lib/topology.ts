@@ -21,10 +21,18 @@ import { z } from "zod";
 export interface ServerSpec {
   name: string;
   host: string;
+  /** The client port: the line protocol, and nothing else. */
   port: number;
+  /** The bus port, where neighbors connect: `peerPort`, default `port + 10000`. */
+  peerPort: number;
+  /** The HTTP port (health, metrics, JSON API, live view), if the node serves HTTP. */
+  httpPort?: number;
   /** Symmetric neighbor names, sorted. */
   neighbors: string[];
 }
+
+/** How far above the client port the bus port is by default (Redis Cluster's convention). */
+export const PEER_PORT_OFFSET = 10000;
 
 /** A validated topology. */
 export interface Topology {
@@ -48,6 +56,8 @@ const schema = z.strictObject({
     z.strictObject({
       host: z.string().min(1),
       port: z.number().int().min(1).max(65535),
+      peerPort: z.number().int().min(1).max(65535).optional(),
+      httpPort: z.number().int().min(1).max(65535).optional(),
       neighbors: z.array(z.string()).default([]),
     }),
   ),
@@ -74,7 +84,18 @@ export function parseTopology(text: string, source: string): Topology {
     throw new TopologyError(`${source}: "servers" lists no server`);
   }
   const links = new Map<string, Set<string>>();
-  const ports = new Map<number, string>();
+  // Every port of one host (client, bus, HTTP) must differ: "host:port" -> "Name's role".
+  const ports = new Map<string, string>();
+  const take = (host: string, port: number, owner: string) => {
+    const key = `${host}:${port}`;
+    const other = ports.get(key);
+    if (other !== undefined) {
+      throw new TopologyError(
+        `${source}: duplicate port ${port} on ${host}: used by both ${other} and ${owner}`,
+      );
+    }
+    ports.set(key, owner);
+  };
   for (const [name, spec] of entries) {
     if (!NAME.test(name)) {
       throw new TopologyError(
@@ -83,13 +104,25 @@ export function parseTopology(text: string, source: string): Topology {
         } must be 1-64 letters, digits, '.', '_' or '-'`,
       );
     }
-    const other = ports.get(spec.port);
-    if (other !== undefined) {
+    if (
+      spec.peerPort === undefined &&
+      spec.port + PEER_PORT_OFFSET > 65535
+    ) {
       throw new TopologyError(
-        `${source}: duplicate port ${spec.port}: used by both ${other} and ${name}`,
+        `${source}: ${name} has port ${spec.port}, so its default bus port ${
+          spec.port + PEER_PORT_OFFSET
+        } does not exist: give it a "peerPort"`,
       );
     }
-    ports.set(spec.port, name);
+    take(spec.host, spec.port, `${name}'s client port`);
+    take(
+      spec.host,
+      spec.peerPort ?? spec.port + PEER_PORT_OFFSET,
+      `${name}'s bus port`,
+    );
+    if (spec.httpPort !== undefined) {
+      take(spec.host, spec.httpPort, `${name}'s HTTP port`);
+    }
     links.set(name, new Set());
   }
   for (const [name, spec] of entries) {
@@ -114,6 +147,8 @@ export function parseTopology(text: string, source: string): Topology {
       name,
       host: spec.host,
       port: spec.port,
+      peerPort: spec.peerPort ?? spec.port + PEER_PORT_OFFSET,
+      ...(spec.httpPort !== undefined ? { httpPort: spec.httpPort } : {}),
       neighbors: [...links.get(name)!].sort(),
     });
   }

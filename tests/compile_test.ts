@@ -38,12 +38,14 @@ Deno.test({
       assert.ok(build.success, new TextDecoder().decode(build.stderr));
       const help = await new Deno.Command(out, { args: ["--help"] }).output();
       assert.ok(new TextDecoder().decode(help.stdout).startsWith("usage:"));
-      const [port] = freePorts(1);
+      const [port, peerPort] = freePorts(2);
       const topo = `${dir}/topology.json`;
       await Deno.writeTextFile(
         topo,
         JSON.stringify({
-          servers: { Alford: { host: "127.0.0.1", port, neighbors: [] } },
+          servers: {
+            Alford: { host: "127.0.0.1", port, peerPort, neighbors: [] },
+          },
         }),
       );
       const child = new Deno.Command(out, {

@@ -26,18 +26,25 @@ export function freePorts(n: number): number[] {
   return ports;
 }
 
-/** A topology on fresh ports; `links` are pairs of names (symmetric). */
+/**
+ * A topology on fresh ports; `links` are pairs of names (symmetric). Every node gets a client
+ * port and a bus port; with `http`, an HTTP port too.
+ */
 export function makeTopology(
   names: string[],
   links: [string, string][],
+  opts: { http?: boolean } = {},
 ): Topology {
-  const ports = freePorts(names.length);
+  const per = opts.http ? 3 : 2;
+  const ports = freePorts(names.length * per);
   const servers = new Map<string, ServerSpec>();
   names.forEach((name, i) =>
     servers.set(name, {
       name,
       host: "127.0.0.1",
-      port: ports[i],
+      port: ports[i * per],
+      peerPort: ports[i * per + 1],
+      ...(opts.http ? { httpPort: ports[i * per + 2] } : {}),
       neighbors: [],
     })
   );

@@ -16,13 +16,18 @@ const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 
 /** A temporary directory, removed at the end of the scope. */
 function topologyJson(
-  servers: Record<string, { port: number; neighbors?: string[] }>,
+  servers: Record<
+    string,
+    { port: number; peerPort?: number; neighbors?: string[] }
+  >,
 ): string {
   const json: Record<string, unknown> = {};
   for (const [name, s] of Object.entries(servers)) {
     json[name] = {
       host: "127.0.0.1",
       port: s.port,
+      // A free bus port: the default (port + 10000) may not exist for a free client port.
+      peerPort: s.peerPort ?? freePorts(1)[0],
       neighbors: s.neighbors ?? [],
     };
   }

@@ -17,13 +17,18 @@ const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 /** Writes a topology file of nodes on 127.0.0.1; returns its path. */
 async function writeTopology(
   path: string,
-  servers: Record<string, { port: number; neighbors?: string[] }>,
+  servers: Record<
+    string,
+    { port: number; peerPort?: number; neighbors?: string[] }
+  >,
 ): Promise<string> {
   const json: Record<string, unknown> = {};
   for (const [name, s] of Object.entries(servers)) {
     json[name] = {
       host: "127.0.0.1",
       port: s.port,
+      // A free bus port: the default (port + 10000) may not exist for a free client port.
+      peerPort: s.peerPort ?? freePorts(1)[0],
       neighbors: s.neighbors ?? [],
     };
   }
@@ -305,7 +310,9 @@ Deno.test("main.ts: a duplicate port is one line naming the port and both nodes,
   const got = await runMain(["--name", "A", "--topology", topo]);
   assertOperatorError(
     got,
-    new RegExp(`duplicate port ${p}: used by both A and B`),
+    new RegExp(
+      `duplicate port ${p} on 127.0.0.1: used by both A's client port and B's client port`,
+    ),
   );
 });
 

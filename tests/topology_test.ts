@@ -125,11 +125,12 @@ Deno.test("parseTopology treats missing neighbors as none, and keeps duplicates 
 });
 
 Deno.test("parseTopology accepts a single node with no neighbors", () => {
-  const topo = parseTopology(json({ Solo: server(65535) }), "t.json");
+  const topo = parseTopology(json({ Solo: server(55535) }), "t.json");
   assert.deepEqual(topo.servers.get("Solo"), {
     name: "Solo",
     host: "127.0.0.1",
-    port: 65535,
+    port: 55535,
+    peerPort: 65535,
     neighbors: [],
   });
 });
@@ -284,7 +285,76 @@ Deno.test("parseTopology rejects a port out of range: 0, -1, 65536", () => {
   rejects(json({ A: server(-1) }), /at servers\.A\.port: .*>=1/);
   rejects(json({ A: server(65536) }), /at servers\.A\.port: .*<=65535/);
   rejects(json({ A: server(1e9) }), /at servers\.A\.port: .*<=65535/);
-  assert.ok(parseTopology(json({ A: server(1), B: server(65535) }), "t.json"));
+  assert.ok(parseTopology(json({ A: server(1), B: server(55535) }), "t.json"));
+  assert.ok(
+    parseTopology(
+      json({ A: { host: "h", port: 65535, peerPort: 1 } }),
+      "t.json",
+    ),
+  );
+});
+
+Deno.test("parseTopology gives each server a bus port: peerPort, default port + 10000", () => {
+  const topo = parseTopology(
+    json({
+      A: server(12000, ["B"]),
+      B: { host: "127.0.0.1", port: 12001, peerPort: 40001, httpPort: 13001 },
+    }),
+    "t.json",
+  );
+  assert.equal(topo.servers.get("A")!.peerPort, 22000);
+  assert.equal(topo.servers.get("A")!.httpPort, undefined);
+  assert.equal(topo.servers.get("B")!.peerPort, 40001);
+  assert.equal(topo.servers.get("B")!.httpPort, 13001);
+});
+
+Deno.test("parseTopology rejects a port above 55535 without peerPort, naming the fix", () => {
+  const e = rejects(json({ A: server(55536) }), /give it a "peerPort"/);
+  assert.equal(
+    e.message,
+    'herd.json: A has port 55536, so its default bus port 65536 does not exist: give it a "peerPort"',
+  );
+});
+
+Deno.test("parseTopology rejects a bus or HTTP port that collides with any port of the same host", () => {
+  const e = rejects(
+    json({ A: server(12000), B: server(22000) }),
+    /duplicate port 22000/,
+  );
+  assert.equal(
+    e.message,
+    "herd.json: duplicate port 22000 on 127.0.0.1: used by both A's bus port and B's client port",
+  );
+  rejects(
+    json({ A: { host: "h", port: 1, peerPort: 1 } }),
+    /duplicate port 1 on h: used by both A's client port and A's bus port/,
+  );
+  rejects(
+    json({ A: { host: "h", port: 1, httpPort: 10001 } }),
+    /duplicate port 10001 on h: used by both A's bus port and A's HTTP port/,
+  );
+  rejects(
+    json({
+      A: { host: "h", port: 1, httpPort: 5 },
+      B: { host: "h", port: 2, peerPort: 5 },
+    }),
+    /duplicate port 5 on h: used by both A's HTTP port and B's bus port/,
+  );
+  // Other hosts may reuse a port.
+  assert.ok(
+    parseTopology(
+      json({ A: server(12000), B: server(12000, [], "10.0.0.2") }),
+      "t.json",
+    ),
+  );
+  rejects(
+    json({ A: { host: "h", port: 1, peerPort: 0 } }),
+    /at servers\.A\.peerPort: .*>=1/,
+  );
+  rejects(
+    json({ A: { host: "h", port: 1, httpPort: 70000 } }),
+    /at servers\.A\.httpPort: .*<=65535/,
+  );
 });
 
 Deno.test("parseTopology rejects neighbors of the wrong type", () => {
@@ -334,7 +404,7 @@ Deno.test("parseTopology rejects a duplicate port, naming both servers", () => {
   );
   assert.equal(
     e.message,
-    "herd.json: duplicate port 12000: used by both A and C",
+    "herd.json: duplicate port 12000 on 127.0.0.1: used by both A's client port and C's client port",
   );
 });
 
@@ -403,7 +473,10 @@ Deno.test("loadTopology reads a file and names it in errors", async () => {
     await Deno.writeTextFile(bad, json({ A: server(1), B: server(1) }));
     await assert.rejects(loadTopology(bad), (e: unknown) => {
       assert.ok(e instanceof TopologyError);
-      assert.equal(e.message, `${bad}: duplicate port 1: used by both A and B`);
+      assert.equal(
+        e.message,
+        `${bad}: duplicate port 1 on 127.0.0.1: used by both A's client port and B's client port`,
+      );
       return true;
     });
   } finally {
