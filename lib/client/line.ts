@@ -33,8 +33,18 @@ export function describeEndpoint(e: Endpoint): string {
   return e.label === address ? address : `${e.label} (${address})`;
 }
 
-/** The first line of an error's message. */
+/**
+ * The first line of an error's message; for `fetch`'s bare "fetch failed", its cause (which
+ * says what failed, e.g. "... Connection refused (os error 111)") without the repeated URL.
+ */
 export function reason(e: unknown): string {
+  if (e instanceof Error && e.cause instanceof Error) {
+    return e.cause.message.replace(
+      /^error sending request for url \([^)]*\): /,
+      "",
+    )
+      .split("\n")[0];
+  }
   return (e instanceof Error ? e.message : String(e)).split("\n")[0];
 }
 
