@@ -902,3 +902,72 @@ Deno.test("deno task client: runs with scoped permissions against a real node; e
     assert.doesNotMatch(r.err, /\n\s+at /);
   }
 });
+
+Deno.test("whatsat: an upstream failure or no places is still an answer (exit 0), said plainly", async () => {
+  await using dir = await tempDir();
+  let answer: PlacesAnswer = {
+    html_attributions: [],
+    results: [],
+    status: "REQUEST_DENIED",
+    error_message: "The provided API key is invalid.",
+  };
+  const herd = new TestHerd({
+    names: ["Alford"],
+    links: [],
+    config: () => ({
+      clock: fixedClock(NODE_NS),
+      places: new StubPlaces(() => answer),
+    }),
+  });
+  const file = await writeTopologyFile(herd.topology, `${dir.path}/t.json`);
+  await using _ = await herd.startAll();
+  await client(["--topology", file, "iamat", "kiwi", "+1+1", "1"]);
+  const head = "kiwi is at +1+1 (recorded by Alford, client time 1)";
+  assert.deepEqual(
+    await client(["--topology", file, "whatsat", "kiwi", "1", "1"]),
+    {
+      code: 0,
+      out:
+        `${head}\nplaces upstream failed: REQUEST_DENIED: The provided API key is invalid.`,
+      err: "",
+    },
+  );
+  answer = { html_attributions: [], results: [], status: "ZERO_RESULTS" };
+  assert.deepEqual(
+    await client(["--topology", file, "whatsat", "kiwi", "1", "1"]),
+    { code: 0, out: `${head}\nno places (ZERO_RESULTS)`, err: "" },
+  );
+});
+
+Deno.test("something that is not a herd node on the port: exit 3, one line with what it said", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const replies = ["HELLO\n", ""];
+  const serving = (async () => {
+    for (const reply of replies) {
+      const conn = await listener.accept();
+      const buf = new Uint8Array(1024);
+      while ((await conn.read(buf)) !== null) { /* read the request to EOF */ }
+      if (reply) await conn.write(new TextEncoder().encode(reply));
+      conn.close();
+    }
+  })();
+  try {
+    const target = ["--host", "127.0.0.1", "--port", String(port)];
+    assert.deepEqual(await client([...target, "iamat", "kiwi", "+1+1", "1"]), {
+      code: 3,
+      out: "",
+      err:
+        `herd client: 127.0.0.1:${port} answered something that is not a herd reply: "HELLO\\n"`,
+    });
+    assert.deepEqual(await client([...target, "whatsat", "kiwi", "1", "1"]), {
+      code: 3,
+      out: "",
+      err:
+        `herd client: 127.0.0.1:${port} closed the connection without answering`,
+    });
+  } finally {
+    await serving;
+    listener.close();
+  }
+});
