@@ -971,3 +971,93 @@ Deno.test("something that is not a herd node on the port: exit 3, one line with 
     listener.close();
   }
 });
+
+/**
+ * The same commands against REAL nodes with an httpPort. The HTTP face is built on another
+ * branch at the same time as this client: this test switches itself on once `lib/http/` (or
+ * `lib/http.ts`) exists, i.e. after the merge, and replaces the stand-in above from then on.
+ */
+const HTTP_FACE = [`${ROOT}lib/http`, `${ROOT}lib/http.ts`].some((p) => {
+  try {
+    Deno.statSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+});
+
+Deno.test({
+  name:
+    "status and watch against real nodes with an httpPort (after the HTTP merge)",
+  ignore: !HTTP_FACE,
+  async fn() {
+    await using dir = await tempDir();
+    const topology = makeTopology(["Alford", "Ball"], [["Alford", "Ball"]], {
+      http: true,
+    });
+    const file = await writeTopologyFile(topology, `${dir.path}/t.json`);
+    await using herd = new TestHerd({
+      topology,
+      config: () => ({ clock: fixedClock(NODE_NS) }),
+    });
+    await herd.startAll();
+    const at = await client([
+      "--topology",
+      file,
+      "--json",
+      "iamat",
+      "kiwi",
+      "+34.068930-118.445127",
+      "1520023934.918963997",
+    ]);
+    assert.equal(at.code, 0, at.err);
+    let status: { nodes: Record<string, unknown>[] } = { nodes: [] };
+    await waitFor(
+      async () => {
+        const r = await client([
+          "--topology",
+          file,
+          "--json",
+          "status",
+          "--interval",
+          "0",
+        ]);
+        status = JSON.parse(r.out);
+        return status.nodes.every((n) =>
+          n.status === "up" && n.probe === "http" && n.clients === 1 &&
+          Object.values(n.links as object).every((s) => s === "up")
+        );
+      },
+      10_000,
+      "both nodes up over HTTP, each knowing kiwi, links up",
+    );
+    assert.ok(
+      ((status.nodes[0].totals as Record<string, number>).iamat) >= 1,
+      JSON.stringify(status),
+    );
+    // client= first sends the current record.
+    const watch = await client([
+      "--topology",
+      file,
+      "--node",
+      "Ball",
+      "--json",
+      "watch",
+      "kiwi",
+      "--count",
+      "1",
+    ]);
+    assert.equal(watch.code, 0, watch.err);
+    assert.deepEqual(JSON.parse(watch.out), {
+      at:
+        "AT Alford +0.263873386 kiwi +34.068930-118.445127 1520023934.918963997",
+      server: "Alford",
+      skew: "+0.263873386",
+      client: "kiwi",
+      location: "+34.068930-118.445127",
+      time: "1520023934.918963997",
+      latitude: 34.06893,
+      longitude: -118.445127,
+    });
+  },
+});
