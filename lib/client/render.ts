@@ -147,7 +147,9 @@ export function renderPlaces(at: string, places: Json, p: Paint): string {
         Number.isFinite(lng)
       ? `${distanceKm(a.lat, a.lng, lat, lng).toFixed(1)} km`
       : "?";
-    rows.push([clean(str(r.name)), km, clean(str(r.vicinity))]);
+    // Nearby Search has `vicinity`; other shapes may carry only `formatted_address`.
+    const where = str(r.vicinity) || str(r.formatted_address);
+    rows.push([clean(str(r.name)), km, clean(where)]);
   }
   return `${head}\n${results.length} place(s):\n${table(rows, p, "  ")}`;
 }
@@ -248,7 +250,9 @@ export function renderStatus(s: HerdStatus, p: Paint): string {
     st === "up" ? p.green(st) : st === "down" ? p.red(st) : p.yellow(st);
   for (const n of s.nodes) {
     const links = Object.entries(n.links).map(([peer, st]) =>
-      `${clean(peer)}:${st}`
+      `${clean(peer)}:${
+        st === "up" ? p.green(st) : st === "down" ? p.red(st) : st
+      }`
     ).join(" ");
     rows.push([
       clean(n.name),
