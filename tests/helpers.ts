@@ -348,3 +348,22 @@ export async function tempDir(
     },
   };
 }
+
+/** Writes `topology` as a topology file at `path` (the shape `loadTopology` reads). */
+export async function writeTopologyFile(
+  topology: Topology,
+  path: string,
+): Promise<string> {
+  const servers: Record<string, unknown> = {};
+  for (const s of topology.servers.values()) {
+    servers[s.name] = {
+      host: s.host,
+      port: s.port,
+      peerPort: s.peerPort,
+      ...(s.httpPort !== undefined ? { httpPort: s.httpPort } : {}),
+      neighbors: s.neighbors,
+    };
+  }
+  await Deno.writeTextFile(path, JSON.stringify({ servers }));
+  return path;
+}
