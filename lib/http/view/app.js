@@ -1,0 +1,176 @@
+// The herd's live view: one WebSocket to /v1/events on the node that served this page.
+// The first message draws the herd and the clients; each tick moves the points that were
+// updated and refreshes this node's link states and rates. Nothing is fetched from anywhere
+// but this node.
+"use strict";
+
+const NS = "http://www.w3.org/2000/svg";
+const MAX_POINTS = 10000;
+const MAX_UPDATES = 12;
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  herd: null,
+  peers: [],
+  points: new Map(), // client -> circle
+  last: null, // { at, counts }
+  updates: 0,
+};
+
+function x(lng) {
+  return (lng + 180) * 2;
+}
+function y(lat) {
+  return (90 - lat) * 2;
+}
+
+function el(name, attrs, parent) {
+  const e = document.createElementNS(NS, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function drawHerd() {
+  const svg = $("herd");
+  svg.replaceChildren();
+  const nodes = state.herd.nodes;
+  const pos = new Map();
+  nodes.forEach((n, i) => {
+    const a = (2 * Math.PI * i) / nodes.length - Math.PI / 2;
+    pos.set(n.name, [Math.cos(a) * 88, Math.sin(a) * 82]);
+  });
+  const peerState = new Map(state.peers.map((p) => [p.name, p.state]));
+  const self = state.herd.node;
+  for (const n of nodes) {
+    for (const m of n.neighbors) {
+      if (n.name > m) continue;
+      let cls = "unknown";
+      if (n.name === self) cls = peerState.get(m) ?? "down";
+      else if (m === self) cls = peerState.get(n.name) ?? "down";
+      const [x1, y1] = pos.get(n.name);
+      const [x2, y2] = pos.get(m);
+      const line = el("line", { x1, y1, x2, y2, class: cls }, svg);
+      el("title", {}, line).textContent = `${n.name} — ${m}: ${cls}`;
+    }
+  }
+  for (const n of nodes) {
+    const [cx, cy] = pos.get(n.name);
+    el("circle", {
+      cx,
+      cy,
+      r: 22,
+      class: n.name === self ? "self" : "",
+    }, svg);
+    const t = el("text", { x: cx, y: cy }, svg);
+    t.textContent = n.name;
+    t.setAttribute("class", "node-label");
+  }
+  const list = $("peers");
+  list.replaceChildren();
+  for (const p of state.peers) {
+    const li = document.createElement("li");
+    const name = document.createElement("span");
+    name.textContent = `${self} → ${p.name}`;
+    const st = document.createElement("span");
+    st.className = `state ${p.state}`;
+    st.textContent = p.state;
+    li.append(name, st);
+    list.appendChild(li);
+  }
+}
+
+function place(rec, fresh) {
+  if (!Number.isFinite(rec.latitude) || !Number.isFinite(rec.longitude)) return;
+  let c = state.points.get(rec.client);
+  if (!c) {
+    if (state.points.size >= MAX_POINTS) {
+      const [oldest, circle] = state.points.entries().next().value;
+      circle.remove();
+      state.points.delete(oldest);
+    }
+    c = el("circle", { r: 2.6 }, $("points"));
+    el("title", {}, c);
+  } else {
+    state.points.delete(rec.client); // re-insert: newest last
+  }
+  state.points.set(rec.client, c);
+  c.setAttribute("cx", x(rec.longitude).toFixed(2));
+  c.setAttribute("cy", y(rec.latitude).toFixed(2));
+  c.setAttribute("data-client", rec.client);
+  c.firstChild.textContent = `${rec.client} ${rec.location} via ${rec.server}`;
+  if (fresh) {
+    c.classList.remove("fresh");
+    void c.getBoundingClientRect();
+    c.classList.add("fresh");
+  }
+  $("clients").textContent = String(state.points.size);
+}
+
+function addUpdate(rec) {
+  const li = document.createElement("li");
+  const who = document.createElement("span");
+  who.className = "who";
+  who.textContent = rec.client;
+  const where = document.createElement("span");
+  where.className = "where";
+  where.textContent = ` ${rec.location} via ${rec.server}`;
+  li.append(who, where);
+  const list = $("updates");
+  list.prepend(li);
+  while (list.children.length > MAX_UPDATES) list.lastChild.remove();
+}
+
+function rates(counts, records) {
+  const now = performance.now();
+  if (state.last) {
+    const s = Math.max(0.001, (now - state.last.at) / 1000);
+    $("rate-iamat").textContent = String(
+      Math.round((counts.iamat - state.last.counts.iamat) / s),
+    );
+    $("rate-whatsat").textContent = String(
+      Math.round((counts.whatsat - state.last.counts.whatsat) / s),
+    );
+    $("rate-updates").textContent = String(Math.round(records / s));
+  }
+  state.last = { at: now, counts };
+  $("clients").textContent = String(counts.clients);
+}
+
+function onMessage(ev) {
+  const msg = JSON.parse(ev.data);
+  if (msg.type === "hello") {
+    state.herd = msg.herd;
+    state.peers = msg.peers;
+    $("node").textContent = msg.herd.node;
+    document.title = `herd · ${msg.herd.node}`;
+    drawHerd();
+    for (const rec of msg.clients) place(rec, false);
+    rates(msg.counts, 0);
+  } else if (msg.type === "tick") {
+    state.peers = msg.peers;
+    drawHerd();
+    for (const rec of msg.records) {
+      place(rec, true);
+      addUpdate(rec);
+    }
+    rates(msg.counts, msg.records.length);
+  }
+}
+
+let backoff = 500;
+function connect() {
+  const proto = location.protocol === "https:" ? "wss" : "ws";
+  const ws = new WebSocket(`${proto}://${location.host}/v1/events`);
+  ws.onopen = () => {
+    backoff = 500;
+    $("live").classList.add("on");
+  };
+  ws.onmessage = onMessage;
+  ws.onclose = () => {
+    $("live").classList.remove("on");
+    setTimeout(connect, backoff);
+    backoff = Math.min(backoff * 2, 10000);
+  };
+}
+connect();
