@@ -26,7 +26,7 @@ import { utf8ByteString } from "./bytes.ts";
 import { type Clock, formatSkew, systemClock } from "./clock.ts";
 import { Flood } from "./flood.ts";
 import { HerdMetrics, renderMetrics } from "./http/herd_metrics.ts";
-import { HttpFace } from "./http/server.ts";
+import { HttpFace, type HttpTuning } from "./http/server.ts";
 import type { HttpApi } from "./http/types.ts";
 import type { LineFramer } from "./lines.ts";
 import { parseLocation } from "./location.ts";
@@ -79,6 +79,8 @@ export interface NodeConfig {
   };
   /** Store tuning. */
   store?: { snapshotMinRecords?: number };
+  /** HTTP tuning: bounds, watchers, the live view's feed (tests shorten them). */
+  http?: HttpTuning;
 }
 
 /** A problem the operator caused or can fix; its message is one line. */
@@ -236,6 +238,7 @@ export class HerdNode {
       api: this.#httpApi(),
       log: this.#log,
       onResponse: (status) => this.#metrics.httpResponse(status),
+      ...this.config.http,
     });
     try {
       http.start();

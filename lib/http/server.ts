@@ -37,16 +37,20 @@ export const HTTP_DEFAULTS = {
   loadWaitMs: 5_000,
 };
 
+/** The tunable part: bounds, watchers and the view's feed; anything left out is a default. */
+export interface HttpTuning extends Partial<typeof HTTP_DEFAULTS> {
+  watch?: Omit<WatchOptions, "log">;
+  view?: Omit<ViewFeedOptions, "log">;
+}
+
 /** HTTP face options. */
-export interface HttpFaceOptions extends Partial<typeof HTTP_DEFAULTS> {
+export interface HttpFaceOptions extends HttpTuning {
   hostname: string;
   port: number;
   api: HttpApi;
   log: NodeLog;
   /** Called with each response's status code (metrics). */
   onResponse?: (status: number) => void;
-  watch?: WatchOptions;
-  view?: ViewFeedOptions;
 }
 
 /** A node's HTTP server. */
