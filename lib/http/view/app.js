@@ -6,7 +6,7 @@
 
 const NS = "http://www.w3.org/2000/svg";
 const MAX_POINTS = 10000;
-const MAX_UPDATES = 12;
+const MAX_UPDATES = 8;
 const $ = (id) => document.getElementById(id);
 
 const state = {
@@ -31,10 +31,28 @@ function el(name, attrs, parent) {
   return e;
 }
 
+// Nodes around a ring in the order of a walk along the links from this node, so that a
+// ring-shaped herd (the default) is drawn without crossing lines.
+function ringOrder(herd) {
+  const byName = new Map(herd.nodes.map((n) => [n.name, n]));
+  const order = [];
+  const seen = new Set();
+  let at = byName.get(herd.node) ?? herd.nodes[0];
+  while (at) {
+    order.push(at);
+    seen.add(at.name);
+    const next = at.neighbors.find((m) => !seen.has(m));
+    at = next !== undefined
+      ? byName.get(next)
+      : herd.nodes.find((n) => !seen.has(n.name));
+  }
+  return order;
+}
+
 function drawHerd() {
   const svg = $("herd");
   svg.replaceChildren();
-  const nodes = state.herd.nodes;
+  const nodes = ringOrder(state.herd);
   const pos = new Map();
   nodes.forEach((n, i) => {
     const a = (2 * Math.PI * i) / nodes.length - Math.PI / 2;
@@ -59,7 +77,7 @@ function drawHerd() {
     el("circle", {
       cx,
       cy,
-      r: 22,
+      r: 25,
       class: n.name === self ? "self" : "",
     }, svg);
     const t = el("text", { x: cx, y: cy }, svg);
@@ -89,7 +107,7 @@ function place(rec, fresh) {
       circle.remove();
       state.points.delete(oldest);
     }
-    c = el("circle", { r: 2.6 }, $("points"));
+    c = el("circle", { r: 3.4 }, $("points"));
     el("title", {}, c);
   } else {
     state.points.delete(rec.client); // re-insert: newest last
