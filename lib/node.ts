@@ -265,7 +265,6 @@ export class HerdNode {
       loaded: this.#store.loaded,
       iamat: async (cmd) => {
         this.#metrics.iamat++;
-        this.#metrics.httpIamat++;
         const { at, gate } = this.#iamat(cmd);
         if (gate) await gate.promise;
         return at;

@@ -387,3 +387,16 @@ Deno.test("Watchers: a watcher whose socket holds more than the bound is closed 
   assert.equal(watchers.dropped, 1);
   assert.deepEqual(watchers.counts, { client: 1, near: 0 });
 });
+
+Deno.test("a node that stops closes its watchers and views with 1001", async () => {
+  const herd = httpHerd(["Alford"], []);
+  await herd.startAll();
+  const a = httpPort(herd, "Alford");
+  const w = await Ws.open(`ws://127.0.0.1:${a}/v1/watch?client=kiwi`);
+  const v = await Ws.open(`ws://127.0.0.1:${a}/v1/events`);
+  await v.next(); // the first picture
+  await herd.stopAll();
+  const [cw, cv] = await Promise.all([w.closed, v.closed]);
+  assert.deepEqual([cw.code, cv.code], [1001, 1001]);
+  assert.equal(cw.reason, "node stopping");
+});

@@ -41,8 +41,6 @@ export class HerdMetrics {
   iamat = 0;
   whatsat = 0;
   invalid = 0;
-  /** HTTP IAMATs (also counted in `iamat`: one more way in, same counter). */
-  httpIamat = 0;
   readonly httpResponses = new Map<number, number>();
   readonly places = new Map<string, number>();
   readonly commitSeconds = new Histogram(COMMIT_SECONDS_BUCKETS);
