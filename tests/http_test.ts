@@ -198,6 +198,11 @@ Deno.test("a body over 16 KiB gets 413, declared or streamed, and the node keeps
   assert.deepEqual([streamed.status, streamed.body], [413, {
     error: "the body is larger than 16384 bytes",
   }]);
+  // Whatever the path: a declared body over the limit is refused before routing.
+  const elsewhere = await post(`${base(herd, "Alford")}/v1/clients/kiwi`, big);
+  assert.deepEqual([elsewhere.status, elsewhere.body], [413, {
+    error: "the body is larger than 16384 bytes",
+  }]);
   const ok = await post(url, KIWI);
   assert.equal(ok.status, 200);
 });

@@ -118,6 +118,12 @@ export class HttpFace {
       }
       return this.#answer(json(503, { error: "too many requests at once" }));
     }
+    // A declared body over the limit is refused whatever the route (only `POST /v1/iamat`
+    // reads a body, and it also counts a chunked one while reading).
+    const declared = req.headers.get("content-length");
+    if (declared !== null && Number(declared) > this.#o.maxBodyBytes) {
+      return this.#answer(this.#tooLarge());
+    }
     this.inflight++;
     try {
       return this.#answer(await route(req, this.#ctx));
@@ -131,13 +137,16 @@ export class HttpFace {
     return res;
   }
 
+  #tooLarge(): Response {
+    return json(413, {
+      error: `the body is larger than ${this.#o.maxBodyBytes} bytes`,
+    });
+  }
+
   /** Reads a body of at most `maxBodyBytes` within `bodyTimeoutMs`, as UTF-8 text. */
   async #readBody(req: Request): Promise<string | Response> {
     const max = this.#o.maxBodyBytes;
-    const tooLarge = () =>
-      json(413, { error: `the body is larger than ${max} bytes` });
-    const declared = req.headers.get("content-length");
-    if (declared !== null && Number(declared) > max) return tooLarge();
+    const tooLarge = () => this.#tooLarge();
     if (req.body === null) return "";
     const reader = req.body.getReader();
     const chunks: Uint8Array[] = [];
