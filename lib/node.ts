@@ -280,6 +280,7 @@ export class HerdNode {
         nodes: [...this.config.topology.servers.values()].map((s) => ({
           name: s.name,
           neighbors: s.neighbors,
+          ...(s.httpPort ? { http: `${s.host}:${s.httpPort}` } : {}),
         })),
       }),
       peers: () => this.#flood.peerStatus(),

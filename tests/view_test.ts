@@ -87,12 +87,26 @@ Deno.test("the view's feed: a first picture of the herd and its clients, then ti
     };
     assert.equal(hello.type, "hello");
     assert.equal(hello.herd.node, "Alford");
+    const http = (n: string) =>
+      `127.0.0.1:${h.topology.servers.get(n)!.httpPort}`;
     assert.deepEqual(hello.herd.nodes, [
-      { name: "Alford", neighbors: ["Hamilton", "Welsh"] },
-      { name: "Ball", neighbors: ["Holiday", "Welsh"] },
-      { name: "Hamilton", neighbors: ["Alford", "Holiday"] },
-      { name: "Holiday", neighbors: ["Ball", "Hamilton"] },
-      { name: "Welsh", neighbors: ["Alford", "Ball"] },
+      {
+        name: "Alford",
+        neighbors: ["Hamilton", "Welsh"],
+        http: http("Alford"),
+      },
+      { name: "Ball", neighbors: ["Holiday", "Welsh"], http: http("Ball") },
+      {
+        name: "Hamilton",
+        neighbors: ["Alford", "Holiday"],
+        http: http("Hamilton"),
+      },
+      {
+        name: "Holiday",
+        neighbors: ["Ball", "Hamilton"],
+        http: http("Holiday"),
+      },
+      { name: "Welsh", neighbors: ["Alford", "Ball"], http: http("Welsh") },
     ]);
     assert.deepEqual(hello.peers.map((p) => p.name), ["Hamilton", "Welsh"]);
     assert.deepEqual(hello.clients.map((c) => [c.client, c.latitude]), [[
@@ -109,6 +123,22 @@ Deno.test("the view's feed: a first picture of the herd and its clients, then ti
         ),
       10_000,
       "a tick with papaya",
+    );
+    // Another node's page asks only for the links: no clients, no records.
+    const peersOnly = new WebSocket(
+      `${base(h, "Holiday").replace("http", "ws")}/v1/events?only=peers`,
+    );
+    const got: Record<string, unknown>[] = [];
+    peersOnly.onmessage = (e) => got.push(JSON.parse(e.data));
+    const closedToo = new Promise((r) => (peersOnly.onclose = r));
+    await waitFor(() => got.length >= 2, 5000, "a first picture and a tick");
+    peersOnly.close();
+    await closedToo;
+    assert.deepEqual(got[0].clients, []);
+    assert.deepEqual(got[1].records, []);
+    assert.deepEqual(
+      (got[0].peers as { name: string }[]).map((p) => p.name),
+      ["Ball", "Hamilton"],
     );
   } finally {
     ws.close();
@@ -216,13 +246,10 @@ Deno.test({
         await page.$$eval("#points circle", (els) => els.length),
         10,
       );
-      // Alford's two links are up; the others are drawn from the topology.
-      assert.deepEqual(
-        await page.$$eval(
-          "#herd line",
-          (els) => els.map((e) => e.getAttribute("class")).sort(),
-        ),
-        ["unknown", "unknown", "unknown", "up", "up"],
+      // Every link up, as each node tells the page about its own.
+      await page.waitForFunction(
+        `[...document.querySelectorAll("#herd line")].map((e) => e.getAttribute("class")).join() === "up,up,up,up,up"`,
+        { timeout: 10_000 },
       );
       // A new client reported at Holiday (two hops away) appears; kiwi moves.
       const before = await page.$eval(
@@ -263,6 +290,15 @@ Deno.test({
       // No request left the machine: every URL is this node's.
       assert.ok(urls.length >= 4, urls.join(" "));
       for (const u of urls) assert.ok(u.startsWith(`${b}/`), u);
+      // A node that stops is drawn as down, and so are its links.
+      await h.stop("Ball");
+      await page.waitForFunction(
+        `document.querySelector('#herd circle[data-node="Ball"]')?.getAttribute("class") === "down" &&
+         document.querySelector('#herd line[data-link="Ball-Holiday"]')?.getAttribute("class") === "down" &&
+         document.querySelector('#herd line[data-link="Ball-Welsh"]')?.getAttribute("class") === "down" &&
+         document.querySelector('#herd line[data-link="Alford-Hamilton"]')?.getAttribute("class") === "up"`,
+        { timeout: 15_000 },
+      );
       const shot = Deno.env.get("HERD_SCREENSHOT");
       if (shot) {
         // A little traffic, so the rates and the pulses show.
@@ -274,7 +310,7 @@ Deno.test({
             `${lng + i * 0.4 >= 0 ? "+" : ""}${(lng + i * 0.4).toFixed(4)}`;
           await post(
             h,
-            NAMES[i % NAMES.length],
+            ["Alford", "Hamilton", "Holiday", "Welsh"][i % 4],
             client,
             moved,
             `15200239${40 + i}`,

@@ -243,7 +243,10 @@ function watch(req: Request, url: URL, ctx: RouteContext): Response {
   return response;
 }
 
-/** `GET /v1/events`: the live view's feed, as a WebSocket. */
+/**
+ * `GET /v1/events`: the live view's feed, as a WebSocket; `?only=peers` carries only this
+ * node's links and counts (what another node's page asks for).
+ */
 function events(req: Request, ctx: RouteContext): Response {
   if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
     return error(400, "expected a WebSocket upgrade");
@@ -252,7 +255,8 @@ function events(req: Request, ctx: RouteContext): Response {
   const { socket, response } = Deno.upgradeWebSocket(req, {
     idleTimeout: ctx.wsIdleTimeoutS,
   });
-  socket.onopen = () => ctx.feed.add(socket);
+  const peersOnly = new URL(req.url).searchParams.get("only") === "peers";
+  socket.onopen = () => ctx.feed.add(socket, peersOnly);
   socket.onclose = () => ctx.feed.remove(socket);
   socket.onerror = () => {};
   return response;

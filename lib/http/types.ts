@@ -17,8 +17,11 @@ import type { IamatCommand, WhatsatCommand } from "../protocol.ts";
 export interface HerdShape {
   /** This node's name. */
   node: string;
-  /** Every node of the topology with its neighbors. */
-  nodes: { name: string; neighbors: string[] }[];
+  /**
+   * Every node of the topology with its neighbors, and `http` (`host:port`) for those that
+   * serve HTTP, so the view can ask each node for its own links.
+   */
+  nodes: { name: string; neighbors: string[]; http?: string }[];
 }
 
 /** The node's side of the HTTP face. */

@@ -42,7 +42,8 @@ export class ViewFeed {
   readonly #api: HttpApi;
   readonly #o: typeof VIEW_DEFAULTS;
   readonly #log: NodeLog | undefined;
-  readonly #views = new Set<WatchSink>();
+  /** Open views; true for a view that wants only this node's links (`?only=peers`). */
+  readonly #views = new Map<WatchSink, boolean>();
   #changes = new Map<string, string>();
   #timer: ReturnType<typeof setInterval> | undefined;
   /** Changes left out of a tick by the cap. */
@@ -78,11 +79,14 @@ export class ViewFeed {
     return false;
   }
 
-  /** A view whose socket just opened: send the first picture and start ticking. */
-  add(view: WatchSink): void {
-    this.#views.add(view);
+  /**
+   * A view whose socket just opened: send the first picture and start ticking. A view of
+   * another node's page asks only for this node's links (`peersOnly`): no clients, no records.
+   */
+  add(view: WatchSink, peersOnly = false): void {
+    this.#views.set(view, peersOnly);
     const clients = [];
-    for (const line of this.#api.records()) {
+    for (const line of peersOnly ? [] : this.#api.records()) {
       if (clients.length >= this.#o.maxInitialClients) break;
       clients.push(recordFields(line));
     }
@@ -124,15 +128,30 @@ export class ViewFeed {
   }
 
   #tick(): void {
-    const records = [...this.#changes.values()].map(recordFields);
+    const peers = this.#api.peers();
+    const counts = this.#api.counts();
+    let full: string | null = null;
+    let linksOnly: string | null = null;
+    for (const [v, peersOnly] of [...this.#views]) {
+      if (peersOnly) {
+        linksOnly ??= JSON.stringify({
+          type: "tick",
+          peers,
+          counts,
+          records: [],
+        });
+        this.#send(v, linksOnly);
+      } else {
+        full ??= JSON.stringify({
+          type: "tick",
+          peers,
+          counts,
+          records: [...this.#changes.values()].map(recordFields),
+        });
+        this.#send(v, full);
+      }
+    }
     this.#changes = new Map();
-    const text = JSON.stringify({
-      type: "tick",
-      peers: this.#api.peers(),
-      counts: this.#api.counts(),
-      records,
-    });
-    for (const v of [...this.#views]) this.#send(v, text);
   }
 
   #send(view: WatchSink, text: string): void {
@@ -154,7 +173,7 @@ export class ViewFeed {
 
   /** Closes every view and stops ticking. */
   closeAll(): void {
-    for (const v of [...this.#views]) {
+    for (const v of [...this.#views.keys()]) {
       this.remove(v);
       try {
         v.close(1001, "node stopping");

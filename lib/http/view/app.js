@@ -12,9 +12,11 @@ const $ = (id) => document.getElementById(id);
 const state = {
   herd: null,
   peers: [],
+  links: new Map(), // node -> Map(neighbor -> its state as that node sees it)
+  reachable: new Map(), // node -> true (its feed is open) | false (it cannot be reached)
   points: new Map(), // client -> circle
-  last: null, // { at, counts }
-  updates: 0,
+  hist: [], // { at, counts, updates } of recent ticks
+  updates: 0, // records received since the page opened
 };
 
 function x(lng) {
@@ -58,17 +60,34 @@ function drawHerd() {
     const a = (2 * Math.PI * i) / nodes.length - Math.PI / 2;
     pos.set(n.name, [Math.cos(a) * 88, Math.sin(a) * 82]);
   });
-  const peerState = new Map(state.peers.map((p) => [p.name, p.state]));
   const self = state.herd.node;
+  state.links.set(self, new Map(state.peers.map((p) => [p.name, p.state])));
   for (const n of nodes) {
     for (const m of n.neighbors) {
       if (n.name > m) continue;
+      // Each end says how it sees the link; the worse of the two is drawn.
+      const seen = [
+        state.links.get(n.name)?.get(m),
+        state.links.get(m)?.get(n.name),
+      ]
+        .filter((v) => v !== undefined);
       let cls = "unknown";
-      if (n.name === self) cls = peerState.get(m) ?? "down";
-      else if (m === self) cls = peerState.get(n.name) ?? "down";
+      for (const v of ["down", "catching-up", "up"]) {
+        if (seen.includes(v)) {
+          cls = v;
+          break;
+        }
+      }
       const [x1, y1] = pos.get(n.name);
       const [x2, y2] = pos.get(m);
-      const line = el("line", { x1, y1, x2, y2, class: cls }, svg);
+      const line = el("line", {
+        x1,
+        y1,
+        x2,
+        y2,
+        class: cls,
+        "data-link": `${n.name}-${m}`,
+      }, svg);
       el("title", {}, line).textContent = `${n.name} — ${m}: ${cls}`;
     }
   }
@@ -78,7 +97,14 @@ function drawHerd() {
       cx,
       cy,
       r: 25,
-      class: n.name === self ? "self" : "",
+      "data-node": n.name,
+      class: n.name === self
+        ? "self"
+        : state.reachable.get(n.name) === false
+        ? "down"
+        : state.reachable.get(n.name)
+        ? ""
+        : "unknown",
     }, svg);
     const t = el("text", { x: cx, y: cy }, svg);
     t.textContent = n.name;
@@ -139,19 +165,24 @@ function addUpdate(rec) {
   while (list.children.length > MAX_UPDATES) list.lastChild.remove();
 }
 
+// Rates over the last few seconds of ticks, so a quiet second does not read as zero.
+const RATE_WINDOW_MS = 5000;
 function rates(counts, records) {
   const now = performance.now();
-  if (state.last) {
-    const s = Math.max(0.001, (now - state.last.at) / 1000);
-    $("rate-iamat").textContent = String(
-      Math.round((counts.iamat - state.last.counts.iamat) / s),
-    );
-    $("rate-whatsat").textContent = String(
-      Math.round((counts.whatsat - state.last.counts.whatsat) / s),
-    );
-    $("rate-updates").textContent = String(Math.round(records / s));
+  const prev = state.hist.at(-1);
+  state.updates += records;
+  state.hist.push({ at: now, counts, updates: state.updates });
+  while (state.hist.length > 2 && now - state.hist[1].at > RATE_WINDOW_MS) {
+    state.hist.shift();
   }
-  state.last = { at: now, counts };
+  const first = state.hist[0];
+  if (prev && first !== state.hist.at(-1)) {
+    const s = Math.max(0.001, (now - first.at) / 1000);
+    const per = (a, b) => String(Math.round((a - b) / s));
+    $("rate-iamat").textContent = per(counts.iamat, first.counts.iamat);
+    $("rate-whatsat").textContent = per(counts.whatsat, first.counts.whatsat);
+    $("rate-updates").textContent = per(state.updates, first.updates);
+  }
   $("clients").textContent = String(counts.clients);
 }
 
@@ -163,6 +194,9 @@ function onMessage(ev) {
     $("node").textContent = msg.herd.node;
     document.title = `herd · ${msg.herd.node}`;
     drawHerd();
+    for (const n of msg.herd.nodes) {
+      if (n.name !== msg.herd.node) watchNode(n);
+    }
     for (const rec of msg.clients) place(rec, false);
     rates(msg.counts, 0);
   } else if (msg.type === "tick") {
@@ -174,6 +208,37 @@ function onMessage(ev) {
     }
     rates(msg.counts, msg.records.length);
   }
+}
+
+// Every other node that serves HTTP is asked for its own links only (`?only=peers`), so
+// the whole herd's link states show; a node that cannot be reached is drawn as down.
+const watching = new Set();
+function watchNode(node) {
+  if (!node.http || watching.has(node.name)) return;
+  watching.add(node.name);
+  let wait = 500;
+  const open = () => {
+    const proto = location.protocol === "https:" ? "wss" : "ws";
+    const ws = new WebSocket(`${proto}://${node.http}/v1/events?only=peers`);
+    ws.onopen = () => (wait = 500);
+    ws.onmessage = (ev) => {
+      const msg = JSON.parse(ev.data);
+      state.links.set(
+        node.name,
+        new Map(msg.peers.map((p) => [p.name, p.state])),
+      );
+      state.reachable.set(node.name, true);
+      if (state.herd) drawHerd();
+    };
+    ws.onclose = () => {
+      state.links.delete(node.name);
+      state.reachable.set(node.name, false);
+      if (state.herd) drawHerd();
+      setTimeout(open, wait);
+      wait = Math.min(wait * 2, 10000);
+    };
+  };
+  open();
 }
 
 let backoff = 500;
