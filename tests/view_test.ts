@@ -226,6 +226,11 @@ Deno.test({
       await page.setViewport({ width: 1280, height: 760 });
       const urls: string[] = [];
       page.on("request", (r) => urls.push(r.url()));
+      // WebSockets are not "requests" to puppeteer: ask the DevTools protocol for them.
+      const sockets: string[] = [];
+      const cdp = await page.createCDPSession();
+      await cdp.send("Network.enable");
+      cdp.on("Network.webSocketCreated", (e) => sockets.push(e.url));
       await page.goto(`${b}/`, { waitUntil: "load" });
       await page.waitForSelector(
         '#points circle[data-client="kiwi.cs.ucla.edu"]',
@@ -290,6 +295,17 @@ Deno.test({
       // No request left the machine: every URL is this node's.
       assert.ok(urls.length >= 4, urls.join(" "));
       for (const u of urls) assert.ok(u.startsWith(`${b}/`), u);
+      // Its WebSockets: its own node's feed, and each other node's links, at their addresses.
+      const herdWs = NAMES.map((n) =>
+        `ws://127.0.0.1:${h.topology.servers.get(n)!.httpPort}/v1/events`
+      );
+      assert.ok(sockets.includes(herdWs[0]), sockets.join(" "));
+      for (const w of herdWs.slice(1)) {
+        assert.ok(sockets.includes(`${w}?only=peers`), sockets.join(" "));
+      }
+      for (const u of sockets) {
+        assert.ok(herdWs.some((w) => u.startsWith(w)), u);
+      }
       // A node that stops is drawn as down, and so are its links.
       await h.stop("Ball");
       await page.waitForFunction(
