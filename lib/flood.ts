@@ -78,6 +78,14 @@ export interface FloodStats {
   bytesIn: number;
 }
 
+/** One neighbor link as operators see it. */
+export interface PeerStatus {
+  name: string;
+  state: "up" | "down" | "catching-up";
+  recordsSent: number;
+  recordsReceived: number;
+}
+
 type Settings = Required<Omit<FloodOptions, "secret">> & { secret?: string };
 
 /** Longest piece of a peer's refusal reason that is logged. */
@@ -190,6 +198,16 @@ export class Flood {
     return [...this.#links.values()].filter((l) => l.ready).map((l) =>
       l.peer.name
     );
+  }
+
+  /** Each neighbor's link state and record counts. */
+  peerStatus(): PeerStatus[] {
+    return [...this.#links.values()].map((l) => ({
+      name: l.peer.name,
+      state: l.ready ? "up" : "down",
+      recordsSent: l.recordsSent,
+      recordsReceived: l.recordsReceived,
+    }));
   }
 
   /** Takes over an inbound connection whose first line is `HERD HELLO ...`. */
@@ -421,6 +439,8 @@ export class Flood {
   ): void {
     if (records.length === 0) return;
     this.stats.recordsReceived += records.length;
+    const link = this.#links.get(peer);
+    if (link) link.recordsReceived += records.length;
     const accepted = this.#o.receive(records.slice(), peer);
     if (syncing) count(records.length, accepted);
   }
@@ -441,6 +461,8 @@ class Link {
   readonly #flood: Flood;
   #ch: PeerChannel | null = null;
   ready = false;
+  recordsSent = 0;
+  recordsReceived = 0;
   #attempt = 0;
   #refusals = 0;
   #wake: (() => void) | null = null;
@@ -484,6 +506,7 @@ class Link {
       return false;
     }
     stats.recordsSent += records;
+    this.recordsSent += records;
     this.#lastSend = Date.now();
     return true;
   }

@@ -126,6 +126,7 @@ export function nodeArgs(
   const env = opts.env ??
     Object.fromEntries(ENV_VARS.map((k) => [k, readEnv(k)]));
   const net = new Set<string>([`${spec.host}:${spec.port}`]);
+  if (spec.httpPort !== undefined) net.add(`${spec.host}:${spec.httpPort}`);
   for (const n of spec.neighbors) {
     const peer = topology.servers.get(n)!;
     net.add(`${peer.host}:${peer.port}`);

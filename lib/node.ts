@@ -25,6 +25,9 @@
 import { utf8ByteString } from "./bytes.ts";
 import { type Clock, formatSkew, systemClock } from "./clock.ts";
 import { Flood } from "./flood.ts";
+import { HerdMetrics, renderMetrics } from "./http/herd_metrics.ts";
+import { HttpFace, type HttpTuning } from "./http/server.ts";
+import type { HttpApi } from "./http/types.ts";
 import type { LineFramer } from "./lines.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
@@ -32,11 +35,13 @@ import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
 import {
   formatInvalid,
   formatWhatsat,
+  type IamatCommand,
   parseCommand,
   placesJson,
   type WhatsatCommand,
 } from "./protocol.ts";
 import { clientOf, formatAt } from "./record.ts";
+import type { Gate } from "./gate.ts";
 import { Server, type Session } from "./server.ts";
 import { Store } from "./store.ts";
 import type { Topology } from "./topology.ts";
@@ -74,6 +79,8 @@ export interface NodeConfig {
   };
   /** Store tuning. */
   store?: { snapshotMinRecords?: number };
+  /** HTTP tuning: bounds, watchers, the live view's feed (tests shorten them). */
+  http?: HttpTuning;
 }
 
 /** A problem the operator caused or can fix; its message is one line. */
@@ -90,6 +97,8 @@ export class HerdNode {
   #store!: Store;
   #server!: Server;
   #flood!: Flood;
+  #http: HttpFace | null = null;
+  readonly #metrics = new HerdMetrics();
   #lock: Deno.FsFile | null = null;
   #clock: Clock;
   #started = false;
@@ -154,6 +163,7 @@ export class HerdNode {
     this.#store = await Store.open(this.#kv, {
       log: this.#log,
       ...this.config.store,
+      onCommit: (seconds, records) => this.#metrics.commit(seconds, records),
     });
     this.#server = new Server({
       hostname: this.config.hostname ?? spec.host,
@@ -190,6 +200,7 @@ export class HerdNode {
         `cannot listen on ${spec.host}:${spec.port}: ${(e as Error).message}`,
       );
     }
+    if (spec.httpPort !== undefined) await this.#startHttp(spec.httpPort);
     this.#started = true;
     this.#flood.start();
     // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s
@@ -203,6 +214,108 @@ export class HerdNode {
       kv: kvPath.includes("://") ? kvPath.replace(/\?.*$/, "") : kvPath,
       neighbors: spec.neighbors.join(","),
       secret: this.config.secret ? "set" : "none",
+      ...(this.#http ? { http: this.#http.port } : {}),
+    });
+  }
+
+  /** The HTTP port, when the node serves HTTP. */
+  get httpPort(): number | undefined {
+    return this.#http?.port;
+  }
+
+  /** The HTTP face (tests read its watchers). */
+  get http(): HttpFace | null {
+    return this.#http;
+  }
+
+  /** Serves HTTP on `port`; a port in use is an operator error, like the client port. */
+  async #startHttp(port: number): Promise<void> {
+    const spec = this.config.topology.servers.get(this.name)!;
+    const host = this.config.hostname ?? spec.host;
+    const http = new HttpFace({
+      hostname: host,
+      port,
+      api: this.#httpApi(),
+      log: this.#log,
+      onResponse: (status) => this.#metrics.httpResponse(status),
+      ...this.config.http,
+    });
+    try {
+      http.start();
+    } catch (e) {
+      await this.#server.stop(0);
+      await this.#release();
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new NodeStartError(
+          `HTTP port ${port} on ${host} is already in use (is ${this.name} already running?)`,
+        );
+      }
+      throw new NodeStartError(
+        `cannot listen for HTTP on ${host}:${port}: ${(e as Error).message}`,
+      );
+    }
+    this.#http = http;
+  }
+
+  /** The node's side of the HTTP face: the same paths as the line protocol. */
+  #httpApi(): HttpApi {
+    return {
+      name: this.name,
+      isReady: () => this.#store.isLoaded,
+      loaded: this.#store.loaded,
+      iamat: async (cmd) => {
+        this.#metrics.iamat++;
+        const { at, gate } = this.#iamat(cmd);
+        if (gate) await gate.promise;
+        return at;
+      },
+      record: (client) => this.#store.get(client),
+      nearby: (cmd) => {
+        this.#metrics.whatsat++;
+        return this.#nearby(cmd);
+      },
+      metrics: () => this.metricsText(),
+      shape: () => ({
+        node: this.name,
+        nodes: [...this.config.topology.servers.values()].map((s) => ({
+          name: s.name,
+          neighbors: s.neighbors,
+          ...(s.httpPort ? { http: `${s.host}:${s.httpPort}` } : {}),
+        })),
+      }),
+      peers: () => this.#flood.peerStatus(),
+      records: () => this.#store.records(),
+      counts: () => ({
+        iamat: this.#metrics.iamat,
+        whatsat: this.#metrics.whatsat,
+        clients: this.#store.size,
+      }),
+    };
+  }
+
+  /** The node's metrics in Prometheus text format. */
+  metricsText(): string {
+    const w = this.#http?.watchers;
+    return renderMetrics(this.#metrics, {
+      node: this.name,
+      clients: this.#store.size,
+      connections: this.#server.connections,
+      ready: this.#store.isLoaded,
+      peers: this.#flood.peerStatus(),
+      store: this.#store.stats(),
+      flood: this.#flood.stats,
+      logDropped: this.#log.dropped,
+      placesProvider: this.config.places.name,
+      placesStats: this.config.places.stats(),
+      watchers: {
+        ...(w?.counts ?? { client: 0, near: 0 }),
+        view: this.#http?.feed.size ?? 0,
+      },
+      watchersDropped: (w?.dropped ?? 0) + (this.#http?.feed.dropped ?? 0),
+      watchMessages: w?.messages ?? 0,
+      httpInflight: this.#http?.inflight ?? 0,
+      httpRejected: this.#http?.rejected ?? 0,
+      nowMs: Date.now(),
     });
   }
 
@@ -249,11 +362,11 @@ export class HerdNode {
   #onLine(line: string, session: Session): void {
     const cmd = parseCommand(line);
     if (cmd.kind === "IAMAT") {
-      const skew = formatSkew(this.#clock() - cmd.timeNs);
-      const at = formatAt(this.name, skew, cmd.client, cmd.location, cmd.time);
-      if (this.#store.offer(at, cmd.client)) this.#flood.publish(at);
-      session.reply(at + "\n", this.#store.durable());
+      this.#metrics.iamat++;
+      const { at, gate } = this.#iamat(cmd);
+      session.reply(at + "\n", gate);
     } else if (cmd.kind === "WHATSAT") {
+      this.#metrics.whatsat++;
       if (this.#store.isLoaded) this.#answerWhatsat(line, cmd, session);
       else {
         session.replyLater(
@@ -262,8 +375,28 @@ export class HerdNode {
         );
       }
     } else {
+      this.#metrics.invalid++;
       session.reply(formatInvalid(line));
     }
+  }
+
+  /**
+   * An IAMAT, from a line or from HTTP: its AT line, offered to the store (and, when
+   * accepted, flooded and shown to watchers); the reply waits on the returned gate.
+   */
+  #iamat(cmd: IamatCommand): { at: string; gate: Gate | null } {
+    const skew = formatSkew(this.#clock() - cmd.timeNs);
+    const at = formatAt(this.name, skew, cmd.client, cmd.location, cmd.time);
+    this.#accept(at, cmd.client);
+    return { at, gate: this.#store.durable() };
+  }
+
+  /** Offers a record; an accepted one is relayed (except back to `from`) and watched. */
+  #accept(line: string, client: string, from?: string): boolean {
+    if (!this.#store.offer(line, client)) return false;
+    this.#flood.publish(line, from);
+    this.#http?.accepted(line, client);
+    return true;
   }
 
   /** Answers a WHATSAT once the store is loaded. */
@@ -286,15 +419,29 @@ export class HerdNode {
     line: string,
     cmd: WhatsatCommand,
   ): Promise<string> {
-    const held = this.#store.get(cmd.client);
-    if (held === undefined) return formatInvalid(line);
-    const gate = this.#store.durable();
-    if (gate) await gate.promise;
-    return await this.#whatsat(held, cmd);
+    const answer = await this.#nearby(cmd);
+    if (answer === null) return formatInvalid(line);
+    return formatWhatsat(answer.at, utf8ByteString(placesJson(answer.places)));
   }
 
-  /** Answers a WHATSAT for a known client; always resolves within the bound. */
-  async #whatsat(held: string, cmd: WhatsatCommand): Promise<string> {
+  /**
+   * WHATSAT's answer, for a line or for HTTP: the client's record held now, once durable,
+   * and the places near it; null for an unknown client.
+   */
+  async #nearby(
+    cmd: WhatsatCommand,
+  ): Promise<{ at: string; places: PlacesAnswer } | null> {
+    const held = this.#store.get(cmd.client);
+    if (held === undefined) return null;
+    const gate = this.#store.durable();
+    if (gate) await gate.promise;
+    const places = await this.#places(held, cmd);
+    this.#metrics.placesStatus(places.status);
+    return { at: held, places };
+  }
+
+  /** Asks the places provider for a known client; always resolves within the bound. */
+  async #places(held: string, cmd: WhatsatCommand): Promise<PlacesAnswer> {
     const location = held.split(" ")[4];
     const loc = parseLocation(location)!;
     const query: NearbyQuery = {
@@ -334,7 +481,7 @@ export class HerdNode {
     if (answer.results.length > cmd.bound) {
       answer = { ...answer, results: answer.results.slice(0, cmd.bound) };
     }
-    return formatWhatsat(held, utf8ByteString(placesJson(answer)));
+    return answer;
   }
 
   /**
@@ -360,10 +507,7 @@ export class HerdNode {
   #onRecords(lines: string[], from: string): number {
     let accepted = 0;
     for (const line of lines) {
-      if (this.#store.offer(line, clientOf(line))) {
-        this.#flood.publish(line, from);
-        accepted++;
-      }
+      if (this.#accept(line, clientOf(line), from)) accepted++;
     }
     return accepted;
   }
@@ -378,6 +522,7 @@ export class HerdNode {
     if (!this.#started) return;
     this.#log.event("stopping");
     clearTimeout(this.#warmTimer);
+    await this.#http?.stop();
     await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
     // Links wait for the store's load before catching up: abandon it so they let go now.
     this.#store.stopLoading();

@@ -232,6 +232,11 @@ export class Server {
     };
   }
 
+  /** Open client connections (metrics). */
+  get connections(): number {
+    return this.#sessions.size;
+  }
+
   /** Allocates a connection id (shared with outbound peer links, for the log). */
   nextId(): number {
     return this.#nextId++;

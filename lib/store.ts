@@ -45,6 +45,8 @@ export interface StoreOptions {
   snapshotMinRecords?: number;
   /** Pending bytes beyond which writers are asked to wait. Default 32 MiB. */
   congestionBytes?: number;
+  /** Called after each successful KV commit with its duration and record count (metrics). */
+  onCommit?: (seconds: number, records: number) => void;
 }
 
 interface SnapMeta {
@@ -75,6 +77,7 @@ export class Store {
   readonly #valuesPerCommit: number;
   readonly #snapshotMin: number;
   readonly #congestionBytes: number;
+  readonly #onCommit: StoreOptions["onCommit"];
 
   #pending: string[] = [];
   #pendingBytes = 0;
@@ -115,6 +118,7 @@ export class Store {
     this.#valuesPerCommit = opts.valuesPerCommit ?? 10;
     this.#snapshotMin = opts.snapshotMinRecords ?? 100_000;
     this.#congestionBytes = opts.congestionBytes ?? 32 * 1024 * 1024;
+    this.#onCommit = opts.onCommit;
     this.loaded = this.#load().catch((e) => {
       this.#partial = true;
       this.#log?.warn("store_load_failed", { error: (e as Error).message });
@@ -228,8 +232,10 @@ export class Store {
         this.#inflightGate = gate;
         this.#congestion?.open();
         this.#congestion = null;
+        const t0 = performance.now();
         try {
           await this.#writeWal(lines);
+          this.#onCommit?.((performance.now() - t0) / 1000, lines.length);
         } catch (e) {
           // Only while stopping: the disk refused three times and the clients waiting on
           // these records are gone. They were never acknowledged; nothing is reported lost.
