@@ -195,6 +195,10 @@ Deno.test("the compile task embeds scoped permissions: env is exactly what a nod
   assert.equal(p.get("allow-read"), ".");
   assert.equal(p.get("allow-write"), "data");
   assert.ok(task.includes("lib/gazetteer_worker.ts"));
+  assert.ok(
+    task.includes("lib/http/view"),
+    "the live view's files are embedded",
+  );
   assert.equal(task.at(-1), "main.ts");
 });
 
