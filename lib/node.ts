@@ -28,7 +28,7 @@ import { Flood } from "./flood.ts";
 import type { LineFramer } from "./lines.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
-import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
+import type { NearbyQuery, PlacesProvider } from "./places/contract.ts";
 import {
   formatInvalid,
   formatWhatsat,
@@ -306,34 +306,10 @@ export class HerdNode {
       radiusMeters: Number(cmd.radiusM),
       bound: cmd.bound,
       record: held,
+      timeoutMs: this.config.whatsatTimeoutMs ?? 5000,
     };
-    const limit = this.config.whatsatTimeoutMs ?? 5000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<PlacesAnswer>((resolve) => {
-      timer = setTimeout(() =>
-        resolve({
-          html_attributions: [],
-          results: [],
-          status: "UNKNOWN_ERROR",
-          error_message: `places did not answer within ${limit} ms`,
-        }), limit);
-    });
-    let answer: PlacesAnswer;
-    try {
-      answer = await Promise.race([this.config.places.nearby(query), late]);
-    } catch (e) {
-      answer = {
-        html_attributions: [],
-        results: [],
-        status: "UNKNOWN_ERROR",
-        error_message: `places failed: ${(e as Error).message}`,
-      };
-    } finally {
-      clearTimeout(timer);
-    }
-    if (answer.results.length > cmd.bound) {
-      answer = { ...answer, results: answer.results.slice(0, cmd.bound) };
-    }
+    // The provider's contract: an answer within this bound, cut to cmd.bound.
+    const answer = await this.config.places.nearby(query);
     return formatWhatsat(held, utf8ByteString(placesJson(answer)));
   }
 

