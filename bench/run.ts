@@ -11,6 +11,7 @@ const benches: [string, string[]][] = [
   ["catchup.ts", []],
   ["reload.ts", ["--v8-flags=--expose-gc"]],
   ["herd.ts", []],
+  ["whatsat.ts", []],
 ];
 const dir = decodeURIComponent(new URL(".", import.meta.url).pathname);
 const rows: Record<string, unknown>[] = [];
