@@ -5,8 +5,9 @@
  * `cold_resting_rss_mb` (3 s after the cache file is written) come from it. A second start
  * loads from the cache file as on any restart, and gives `first_whatsat_ms`, `resting_rss_mb`
  * (3 s after its first answer), then WHATSATs answered per second (10 connections x 8 in
- * flight for `BENCH_WHATSAT_SECONDS`, default 5) with their latency p50 and p99, and the RSS
- * right after that load and 3 s later.
+ * flight for `BENCH_WHATSAT_SECONDS`, default 5) with their latency p50 and p99, the node's
+ * CPU time per WHATSAT (all its threads, from `/proc`: the figure that the other jobs on a
+ * shared machine disturb least), and the RSS right after that load and 3 s later.
  *
  * `BENCH_WHATSAT_ROOTS` (comma-separated checkout directories, default this one) runs the
  * same measurement against each checkout in turn, so a before/after comparison comes from one
@@ -63,6 +64,14 @@ function rssMb(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const kb = Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
   return Math.round(kb / 102.4) / 10;
+}
+
+/** CPU seconds the process has used (user + system, all its threads) so far. */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime, fields 14 and 15 of proc(5), in clock ticks of 1/100 s.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -244,6 +253,7 @@ async function measure(root: string): Promise<Record<string, number | string>> {
       const restingRss = rssMb(child.pid);
 
       const latencies: number[] = [];
+      const cpuBefore = cpuSeconds(child.pid);
       const began = performance.now();
       const until = began + SECONDS * 1000;
       const counts = await Promise.all(
@@ -253,6 +263,7 @@ async function measure(root: string): Promise<Record<string, number | string>> {
         ),
       );
       const elapsed = (performance.now() - began) / 1000;
+      const cpu = cpuSeconds(child.pid) - cpuBefore;
       const total = counts.reduce((a, b) => a + b, 0);
       latencies.sort((a, b) => a - b);
       const peakRss = rssMb(child.pid);
@@ -262,6 +273,7 @@ async function measure(root: string): Promise<Record<string, number | string>> {
         whatsat_per_s: Math.round(total / elapsed),
         whatsat_p50_ms: Number(percentile(latencies, 0.5).toFixed(2)),
         whatsat_p99_ms: Number(percentile(latencies, 0.99).toFixed(2)),
+        node_cpu_us_per_whatsat: Math.round((cpu / total) * 1e6),
         cold_first_whatsat_ms: Math.round(coldFirstMs),
         cold_resting_rss_mb: coldRss,
         first_whatsat_ms: Math.round(firstWhatsatMs),
