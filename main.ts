@@ -21,7 +21,11 @@ import {
   USAGE,
 } from "./lib/config.ts";
 import { HerdNode, NodeStartError } from "./lib/node.ts";
-import { createPlaces, placesConfigFromEnv } from "./lib/places.ts";
+import {
+  createPlaces,
+  PlacesConfigError,
+  placesConfigFromEnv,
+} from "./lib/places/mod.ts";
 import { loadTopology, TopologyError } from "./lib/topology.ts";
 
 /** One line on stderr, exit 2: what the operator sees for anything they can fix. */
@@ -42,10 +46,9 @@ function oneLine(text: string): string {
 function startError(e: unknown, name: string | undefined): string {
   if (
     e instanceof ConfigError || e instanceof TopologyError ||
-    e instanceof NodeStartError
+    e instanceof NodeStartError || e instanceof PlacesConfigError
   ) return e.message;
   const message = e instanceof Error ? e.message : String(e);
-  if (message.startsWith("PLACES_")) return message;
   return `cannot start${name ? ` ${name}` : ""}: ${message}`;
 }
 

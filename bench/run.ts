@@ -12,6 +12,7 @@ const benches: [string, string[]][] = [
   ["reload.ts", ["--v8-flags=--expose-gc"]],
   ["herd.ts", []],
   ["watch.ts", []],
+  ["whatsat.ts", []],
 ];
 const dir = decodeURIComponent(new URL(".", import.meta.url).pathname);
 const rows: Record<string, unknown>[] = [];

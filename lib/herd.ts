@@ -16,12 +16,12 @@
 
 import { parseArgs } from "node:util";
 import { DEFAULT_TOPOLOGY, ENV_VARS, readEnv } from "./config.ts";
-import type { PlacesProvider } from "./places.ts";
+import type { PlacesProvider } from "./places/contract.ts";
 import {
-  LEGACY_NEARBY_URL,
-  NEW_NEARBY_URL,
+  endpointOf,
+  PlacesConfigError,
   placesConfigFromEnv,
-} from "./places.ts";
+} from "./places/config.ts";
 import {
   loadTopology,
   type ServerSpec,
@@ -104,11 +104,10 @@ export function placesHosts(env: Record<string, string | undefined>): string[] {
   try {
     const { config } = placesConfigFromEnv(env);
     if (config.provider === "offline") return [];
-    const url = config.url ??
-      (config.provider === "google" ? LEGACY_NEARBY_URL : NEW_NEARBY_URL);
-    return [new URL(url).host];
-  } catch {
-    return [];
+    return [new URL(endpointOf(config)).host];
+  } catch (e) {
+    if (e instanceof PlacesConfigError) return [];
+    throw e;
   }
 }
 
@@ -404,7 +403,7 @@ async function runHere(
   values: { data: string; kv?: string },
 ): Promise<number> {
   const { HerdNode, NodeStartError } = await import("./node.ts");
-  const { createPlaces } = await import("./places.ts");
+  const { createPlaces } = await import("./places/mod.ts");
   const out = new TextEncoder();
   const write = (s: string) => writeStdout(out.encode(s));
   const width = Math.max(...names.map((n) => n.length));
@@ -419,7 +418,7 @@ async function runHere(
     console.error(`herd: ${(e as Error).message.split("\n")[0]}`);
     return 2;
   }
-  // One provider (one gazetteer worker, one cache) serves every node; it is closed once.
+  // One provider (one gazetteer index, one cache) serves every node; it is closed once.
   const shared: PlacesProvider = {
     name: places.name,
     describe: () => places.describe(),

@@ -31,7 +31,13 @@ import type { HttpApi } from "./http/types.ts";
 import type { LineFramer } from "./lines.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
-import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
+import {
+  failureAnswer,
+  type NearbyQuery,
+  type PlacesAnswer,
+  type PlacesProvider,
+  reasonMessage,
+} from "./places/contract.ts";
 import {
   formatInvalid,
   formatWhatsat,
@@ -453,35 +459,13 @@ export class HerdNode {
       radiusMeters: Number(cmd.radiusM),
       bound: cmd.bound,
       record: held,
+      timeoutMs: this.config.whatsatTimeoutMs ?? 5000,
     };
-    const limit = this.config.whatsatTimeoutMs ?? 5000;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<PlacesAnswer>((resolve) => {
-      timer = setTimeout(() =>
-        resolve({
-          html_attributions: [],
-          results: [],
-          status: "UNKNOWN_ERROR",
-          error_message: `places did not answer within ${limit} ms`,
-        }), limit);
-    });
-    let answer: PlacesAnswer;
-    try {
-      answer = await Promise.race([this.config.places.nearby(query), late]);
-    } catch (e) {
-      answer = {
-        html_attributions: [],
-        results: [],
-        status: "UNKNOWN_ERROR",
-        error_message: `places failed: ${(e as Error).message}`,
-      };
-    } finally {
-      clearTimeout(timer);
-    }
-    if (answer.results.length > cmd.bound) {
-      answer = { ...answer, results: answer.results.slice(0, cmd.bound) };
-    }
-    return answer;
+    // The provider's contract: an answer within query.timeoutMs, cut to the bound, never a
+    // rejection (a provider that breaks it anyway still gets a framed failure answer).
+    return await this.config.places.nearby(query).catch((e) =>
+      failureAnswer("UNKNOWN_ERROR", `places failed: ${reasonMessage(e)}`)
+    );
   }
 
   /**

@@ -17,7 +17,7 @@ import { parseClientArgs, UsageError } from "../lib/client/args.ts";
 import { metricValue, parseMetrics } from "../lib/client/prometheus.ts";
 import { clean, paint, renderStatus } from "../lib/client/render.ts";
 import { type ClientIo, formatTime, runClient } from "../lib/client/run.ts";
-import type { PlacesAnswer } from "../lib/places.ts";
+import type { PlacesAnswer } from "../lib/places/contract.ts";
 import type { Topology } from "../lib/topology.ts";
 import {
   fixedClock,

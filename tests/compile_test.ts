@@ -194,7 +194,7 @@ Deno.test("the compile task embeds scoped permissions: env is exactly what a nod
   assert.deepEqual(p.get("allow-env")!.split(","), [...ENV_VARS]);
   assert.equal(p.get("allow-read"), ".");
   assert.equal(p.get("allow-write"), "data");
-  assert.ok(task.includes("lib/gazetteer_worker.ts"));
+  assert.ok(task.includes("lib/places/gazetteer_worker.ts"));
   assert.ok(
     task.includes("lib/http/view"),
     "the live view's files are embedded",

@@ -8,11 +8,13 @@
 
 import { bytesToString } from "../lib/bytes.ts";
 import { HerdNode, type NodeConfig } from "../lib/node.ts";
-import type {
-  NearbyQuery,
-  PlacesAnswer,
-  PlacesProvider,
-} from "../lib/places.ts";
+import {
+  answerWithin,
+  cutToBound,
+  type NearbyQuery,
+  type PlacesAnswer,
+  type PlacesProvider,
+} from "../lib/places/contract.ts";
 import type { ServerSpec, Topology } from "../lib/topology.ts";
 
 /** Ports the kernel says are free right now on 127.0.0.1. */
@@ -67,7 +69,10 @@ export const DEFAULT_LINKS: [string, string][] = [
 /** The default herd's names. */
 export const DEFAULT_NAMES = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
 
-/** Records every query; answers with `answer` (or what `respond` returns) after `delayMs`. */
+/**
+ * Records every query; answers with `answer` (or what `respond` returns) after `delayMs`,
+ * within the query's bound as the places contract requires.
+ */
 export class StubPlaces implements PlacesProvider {
   readonly name = "stub";
   readonly queries: NearbyQuery[] = [];
@@ -91,8 +96,12 @@ export class StubPlaces implements PlacesProvider {
     return "stub";
   }
 
-  async nearby(q: NearbyQuery): Promise<PlacesAnswer> {
+  nearby(q: NearbyQuery): Promise<PlacesAnswer> {
     this.queries.push(q);
+    return answerWithin(this.#answer(q), q.timeoutMs ?? 5000);
+  }
+
+  async #answer(q: NearbyQuery): Promise<PlacesAnswer> {
     if (this.delayMs > 0) {
       await new Promise<void>((r) => {
         const t = setTimeout(() => {
@@ -102,7 +111,10 @@ export class StubPlaces implements PlacesProvider {
         this.#timers.add(t);
       });
     }
-    return await this.respond(q);
+    const answer = await this.respond(q);
+    return answer.results.length > q.bound
+      ? cutToBound(answer, q.bound)
+      : answer;
   }
 
   close(): void {

@@ -5,7 +5,7 @@
  */
 
 import assert from "assert";
-import { createPlaces } from "../lib/places.ts";
+import { createPlaces } from "../lib/places/mod.ts";
 import {
   Client,
   exchange,
@@ -323,6 +323,7 @@ Deno.test("WHATSAT: the stored AT line, the JSON cut to the bound, and an empty 
     radiusMeters: 10000,
     bound: 3,
     record: AT,
+    timeoutMs: 5000,
   });
 });
 

@@ -18,8 +18,8 @@ import {
   type PlacesConfig,
   placesConfigFromEnv,
   type PlacesProvider,
-} from "../lib/places.ts";
-import { createOfflinePlaces } from "../lib/gazetteer.ts";
+} from "../lib/places/mod.ts";
+import { createOfflinePlaces } from "../lib/places/gazetteer.ts";
 
 const KEY = "AIzaFixtureKey-0123456789_secret";
 const LEGACY_URL = "https://places.test/maps/api/place/nearbysearch/json";
@@ -224,7 +224,7 @@ Deno.test("placesConfigFromEnv() rejects a PLACES_URL that is not an http(s) URL
   ) {
     assert.throws(
       () => placesConfigFromEnv({ PLACES_API_KEY: KEY, PLACES_URL: url }),
-      /^Error: PLACES_URL must be an http:\/\/ or https:\/\/ URL/,
+      /^PlacesConfigError: PLACES_URL must be an http:\/\/ or https:\/\/ URL/,
       url,
     );
   }

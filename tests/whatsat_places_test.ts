@@ -6,9 +6,9 @@
 
 import assert from "assert";
 import { distanceKm } from "../lib/location.ts";
-import { createPlaces } from "../lib/places.ts";
+import { createPlaces } from "../lib/places/mod.ts";
 import { exchange, makeTopology, TestHerd } from "./helpers.ts";
-import type { PlacesProvider } from "../lib/places.ts";
+import type { PlacesProvider } from "../lib/places/mod.ts";
 
 const UCLA =
   "IAMAT kiwi.cs.ucla.edu +34.068930-118.445127 1520023934.918963997\n";

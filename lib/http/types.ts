@@ -10,7 +10,7 @@
  */
 
 import type { PeerStatus } from "../flood.ts";
-import type { PlacesAnswer } from "../places.ts";
+import type { PlacesAnswer } from "../places/contract.ts";
 import type { IamatCommand, WhatsatCommand } from "../protocol.ts";
 
 /** The herd as the live view draws it. */

@@ -6,18 +6,22 @@
  * node and the upstream:
  *
  * - an LRU cache of successful answers (`OK`, `ZERO_RESULTS`) for a TTL, keyed by provider,
- *   location rounded to 4 decimal places (about 11 m) and radius. The cut to the client's bound
- *   happens after the cache, so one full upstream answer serves every bound;
- * - coalescing: identical requests in flight share one upstream call;
- * - a limit on upstream calls at once, with a bounded FIFO behind it. A full queue is answered
- *   at once with an `OVER_QUERY_LIMIT` failure answer rather than growing without bound.
+ *   radius and the client's record (or the location rounded to 4 decimal places, about 11 m),
+ *   bounded in entries and in bytes (an answer counts as the length of its JSON). The cut to
+ *   the client's bound happens after the cache, so one full upstream answer serves every bound;
+ * - coalescing: identical requests in flight share one upstream call, and the callers waiting
+ *   on upstream calls (coalesced or not) are bounded in number;
+ * - a limit on upstream calls at once, with a bounded FIFO behind it.
  *
- * Every caller gets an answer within `timeoutMs` of asking, whether it waited in the queue,
- * joined a call in flight or started one; failures are answers, never rejections.
+ * A full queue or too many waiting callers is answered at once with an `OVER_QUERY_LIMIT`
+ * failure answer rather than growing without bound; each such hit is counted and told in a
+ * rate-limited warning line (`bounds.ts`). Every caller gets an answer within its bound (the
+ * query's `timeoutMs` or the provider's, whichever is shorter), whether it waited in the
+ * queue, joined a call in flight or started one; failures are answers, never rejections.
  *
  * @example
  * ```ts
- * import { createCachedProvider } from "./places_cache.ts";
+ * import { createCachedProvider } from "./cache.ts";
  *
  * const places = createCachedProvider({
  *   name: "google",
@@ -26,27 +30,32 @@
  *   timeoutMs: 4500,
  *   cacheTtlMs: 60_000,
  *   cacheMaxEntries: 10_000,
+ *   cacheMaxBytes: 64 * 1024 * 1024,
  *   maxInFlight: 16,
  *   maxQueue: 1024,
+ *   maxWaiting: 4096,
  *   now: Date.now,
  *   scrub: (text) => text,
+ *   warn: (line) => console.error(line),
  * });
  * ```
  *
  * @module
  */
-import { fnv1a } from "./digest.ts";
-import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
-
-/**
- * One upstream call for one query. It should resolve with an answer (success or failure) and
- * stop when `signal` aborts; the limiter also races it against the signal, so an upstream that
- * ignores the signal still cannot hold a caller or a slot past the timeout.
- */
-export type UpstreamCall = (
-  q: NearbyQuery,
-  signal: AbortSignal,
-) => Promise<PlacesAnswer>;
+import { fnv1a } from "../digest.ts";
+import { createBoundLog } from "./bounds.ts";
+import {
+  boundFor,
+  cutToBound,
+  failureAnswer,
+  isSuccess,
+  type NearbyQuery,
+  type PlacesAnswer,
+  type PlacesProvider,
+  reasonMessage,
+  timeoutMessage,
+} from "./contract.ts";
+import type { UpstreamCall } from "./upstream.ts";
 
 /** What {@linkcode createCachedProvider} needs: the upstream and every bound, explicitly. */
 export interface CachedProviderOptions {
@@ -62,18 +71,21 @@ export interface CachedProviderOptions {
   cacheTtlMs: number;
   /** Most answers kept; the least recently used goes first. 0 disables the cache. */
   cacheMaxEntries: number;
+  /** Most bytes of answers kept (the length of each answer's JSON). */
+  cacheMaxBytes: number;
   /** Most upstream calls at once. */
   maxInFlight: number;
   /** Most distinct requests waiting for an upstream slot. */
   maxQueue: number;
-  /** The clock for the cache TTL (injected so tests can move time). */
+  /** Most callers waiting on upstream calls at once (coalesced callers included). */
+  maxWaiting: number;
+  /** The clock for the cache TTL and the bound log (injected so tests can move time). */
   now: () => number;
   /** Removes secrets from any text that may end up in an answer. */
   scrub: (text: string) => string;
+  /** Receives the rate-limited line told when a bound is hit. */
+  warn: (line: string) => void;
 }
-
-/** Upstream statuses that mean "the call worked"; only these are cached. */
-const SUCCESS_STATUSES: ReadonlySet<string> = new Set(["OK", "ZERO_RESULTS"]);
 
 /** Failure statuses counted by name in stats; anything else counts as `OTHER`. */
 const KNOWN_FAILURES: ReadonlySet<string> = new Set([
@@ -83,32 +95,6 @@ const KNOWN_FAILURES: ReadonlySet<string> = new Set([
   "UNKNOWN_ERROR",
   "NOT_FOUND",
 ]);
-
-/**
- * A failure answer in the legacy shape. The one place that builds them, so every failure the
- * node sends has the same four fields.
- */
-export function failureAnswer(status: string, message: string): PlacesAnswer {
-  return {
-    html_attributions: [],
-    results: [],
-    status,
-    error_message: message,
-  };
-}
-
-/** Whether an answer is a success (and so may be cached and counted as such). */
-export function isSuccess(answer: PlacesAnswer): boolean {
-  return SUCCESS_STATUSES.has(answer.status);
-}
-
-/**
- * A copy of `answer` with `results` cut to `bound`. A copy, so the cached answer is never
- * changed by what a caller does with its own.
- */
-export function cutToBound(answer: PlacesAnswer, bound: number): PlacesAnswer {
-  return { ...answer, results: answer.results.slice(0, Math.max(0, bound)) };
-}
 
 /**
  * The cache key of a query: provider and radius in metres, with the client's record (its AT
@@ -131,40 +117,66 @@ export function cacheKey(provider: string, q: NearbyQuery): string {
 interface CacheEntry {
   answer: PlacesAnswer;
   expiresAt: number;
+  bytes: number;
 }
 
 /** A TTL + LRU map on a `Map`, whose insertion order is the recency order. */
 interface AnswerCache {
   get(key: string, now: number): PlacesAnswer | undefined;
-  set(key: string, answer: PlacesAnswer, now: number): void;
+  /** Stores `answer`; returns how many entries were evicted to make room. */
+  set(key: string, answer: PlacesAnswer, now: number): number;
   readonly size: number;
+  readonly bytes: number;
   readonly evictions: number;
 }
 
-function createAnswerCache(maxEntries: number, ttlMs: number): AnswerCache {
+function createAnswerCache(
+  maxEntries: number,
+  maxBytes: number,
+  ttlMs: number,
+): AnswerCache {
   const entries = new Map<string, CacheEntry>();
+  let bytes = 0;
   let evictions = 0;
+  const drop = (key: string, entry: CacheEntry) => {
+    entries.delete(key);
+    bytes -= entry.bytes;
+  };
   return {
     get(key, now) {
       const entry = entries.get(key);
       if (entry === undefined) return undefined;
-      entries.delete(key);
+      drop(key, entry);
       if (now >= entry.expiresAt) return undefined;
       entries.set(key, entry);
+      bytes += entry.bytes;
       return entry.answer;
     },
     set(key, answer, now) {
-      if (maxEntries <= 0 || ttlMs <= 0) return;
-      entries.delete(key);
-      entries.set(key, { answer, expiresAt: now + ttlMs });
-      while (entries.size > maxEntries) {
-        const oldest = entries.keys().next().value as string;
-        entries.delete(oldest);
-        evictions++;
+      if (maxEntries <= 0 || ttlMs <= 0) return 0;
+      const old = entries.get(key);
+      if (old !== undefined) drop(key, old);
+      const size = JSON.stringify(answer).length;
+      if (size > maxBytes) return 0;
+      entries.set(key, { answer, expiresAt: now + ttlMs, bytes: size });
+      bytes += size;
+      let evicted = 0;
+      while (entries.size > maxEntries || bytes > maxBytes) {
+        const [oldest, entry] = entries.entries().next().value as [
+          string,
+          CacheEntry,
+        ];
+        drop(oldest, entry);
+        evicted++;
       }
+      evictions += evicted;
+      return evicted;
     },
     get size() {
       return entries.size;
+    },
+    get bytes() {
+      return bytes;
     },
     get evictions() {
       return evictions;
@@ -204,16 +216,6 @@ function whenAborted(
   };
 }
 
-/** The message of an abort reason or thrown value, whatever its type. */
-export function reasonMessage(reason: unknown): string {
-  return reason instanceof Error ? reason.message : String(reason);
-}
-
-/** The message every caller gets when the answer does not come in time. */
-export function timeoutMessage(timeoutMs: number): string {
-  return `places upstream did not answer within ${timeoutMs} ms`;
-}
-
 /** Calls the upstream; a synchronous throw becomes a rejected promise like any other failure. */
 function startCall(
   upstream: UpstreamCall,
@@ -251,7 +253,12 @@ async function settledWithin(
 export function createCachedProvider(
   options: CachedProviderOptions,
 ): PlacesProvider {
-  const cache = createAnswerCache(options.cacheMaxEntries, options.cacheTtlMs);
+  const cache = createAnswerCache(
+    options.cacheMaxEntries,
+    options.cacheMaxBytes,
+    options.cacheTtlMs,
+  );
+  const bounds = createBoundLog({ warn: options.warn, now: options.now });
   const flights = new Map<string, Flight>();
   const queue = new Map<string, Flight>();
   const controllers = new Set<AbortController>();
@@ -264,10 +271,10 @@ export function createCachedProvider(
     upstreamCalls: 0,
     upstreamSuccesses: 0,
     upstreamFailures: 0,
-    rejectedQueueFull: 0,
     callerTimeouts: 0,
   };
   let running = 0;
+  let waiting = 0;
   let closed = false;
 
   function count(name: string): void {
@@ -324,7 +331,13 @@ export function createCachedProvider(
     flights.delete(flight.key);
     recordOutcome(answer);
     if (isSuccess(answer) && !closed) {
-      cache.set(flight.key, answer, options.now());
+      const evicted = cache.set(flight.key, answer, options.now());
+      if (evicted > 0) {
+        bounds.hit(
+          "cacheFull",
+          `the answer cache is full (${options.cacheMaxEntries} answers or ${options.cacheMaxBytes} bytes); the least recently used answers are evicted`,
+        );
+      }
     }
     flight.settle(answer);
     pump();
@@ -349,21 +362,20 @@ export function createCachedProvider(
     );
   }
 
-  function waitFor(flight: Flight): Promise<PlacesAnswer> {
+  function waitFor(flight: Flight, ms: number): Promise<PlacesAnswer> {
     flight.waiters++;
+    waiting++;
     const { promise, resolve } = Promise.withResolvers<PlacesAnswer>();
     const timer = setTimeout(() => {
       count("callerTimeouts");
-      resolve(
-        failureAnswer("UNKNOWN_ERROR", timeoutMessage(options.timeoutMs)),
-      );
+      resolve(failureAnswer("UNKNOWN_ERROR", timeoutMessage(ms)));
       leave(flight);
-    }, options.timeoutMs);
+    }, ms);
     void flight.promise.then((answer) => {
       clearTimeout(timer);
       resolve(answer);
     });
-    return promise;
+    return promise.finally(() => waiting--);
   }
 
   /** The flight for `key`: the one in flight or queued, a new one, or none if the queue is full. */
@@ -382,6 +394,14 @@ export function createCachedProvider(
     return flight;
   }
 
+  function overLimit(bound: string, why: string): PlacesAnswer {
+    bounds.hit(bound, why);
+    return failureAnswer(
+      "OVER_QUERY_LIMIT",
+      `the node's places queue is full (${why}); try again later`,
+    );
+  }
+
   async function nearby(q: NearbyQuery): Promise<PlacesAnswer> {
     count("requests");
     if (closed) {
@@ -394,15 +414,23 @@ export function createCachedProvider(
       return cutToBound(cached, q.bound);
     }
     count("cacheMisses");
-    const flight = flightFor(key, q);
-    if (flight === undefined) {
-      count("rejectedQueueFull");
-      return failureAnswer(
-        "OVER_QUERY_LIMIT",
-        `the node's places queue is full (${options.maxQueue} requests waiting for ${options.maxInFlight} upstream calls); try again later`,
+    if (waiting >= options.maxWaiting) {
+      return overLimit(
+        "waitingFull",
+        `${options.maxWaiting} callers wait for upstream answers`,
       );
     }
-    return cutToBound(await waitFor(flight), q.bound);
+    const flight = flightFor(key, q);
+    if (flight === undefined) {
+      return overLimit(
+        "queueFull",
+        `${options.maxQueue} requests waiting for ${options.maxInFlight} upstream calls`,
+      );
+    }
+    return cutToBound(
+      await waitFor(flight, boundFor(q, options.timeoutMs)),
+      q.bound,
+    );
   }
 
   /**
@@ -428,9 +456,19 @@ export function createCachedProvider(
   function stats(): Record<string, number> {
     return {
       ...counts,
+      rejectedQueueFull: bounds.count("queueFull"),
+      rejectedWaitingFull: bounds.count("waitingFull"),
       inFlight: running,
+      maxInFlight: options.maxInFlight,
       queued: queue.size,
+      maxQueue: options.maxQueue,
+      waiting,
+      maxWaiting: options.maxWaiting,
+      flights: flights.size,
       cacheEntries: cache.size,
+      cacheMaxEntries: options.cacheMaxEntries,
+      cacheBytes: cache.bytes,
+      cacheMaxBytes: options.cacheMaxBytes,
       cacheEvictions: cache.evictions,
     };
   }
