@@ -24,8 +24,9 @@
 
 import { utf8ByteString } from "./bytes.ts";
 import { type Clock, formatSkew, systemClock } from "./clock.ts";
+import { BusListener } from "./bus/listener.ts";
+import type { BusSettings } from "./bus/types.ts";
 import { Flood } from "./flood.ts";
-import type { LineFramer } from "./lines.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
 import type { NearbyQuery, PlacesAnswer, PlacesProvider } from "./places.ts";
@@ -64,14 +65,8 @@ export interface NodeConfig {
   console?: boolean;
   /** Where operator lines go (see `LogOptions.print`). */
   print?: (line: string, stream: "out" | "err") => void;
-  /** Flood tuning (tests shorten intervals). */
-  flood?: {
-    backoffBaseMs?: number;
-    backoffMaxMs?: number;
-    handshakeTimeoutMs?: number;
-    syncIntervalMs?: number;
-    maxOutboxBytes?: number;
-  };
+  /** Bus tuning (tests shorten intervals); defaults in `busDefaults`. */
+  flood?: Partial<BusSettings>;
   /** Store tuning. */
   store?: { snapshotMinRecords?: number };
 }
@@ -90,6 +85,7 @@ export class HerdNode {
   #store!: Store;
   #server!: Server;
   #flood!: Flood;
+  #bus!: BusListener;
   #lock: Deno.FsFile | null = null;
   #clock: Clock;
   #started = false;
@@ -162,14 +158,12 @@ export class HerdNode {
       maxLineBytes: this.config.maxLineBytes,
       handler: {
         line: (line, session) => this.#onLine(line, session),
-        isPeerHello: (line) => this.#isPeerHello(line),
-        peer: (conn, lines, framer, id) =>
-          this.#onPeer(conn, lines, framer, id),
       },
     });
     this.#flood = new Flood({
       name,
       neighbors: spec.neighbors.map((n) => topology.servers.get(n)!),
+      nodes: topology.servers.keys(),
       secret: this.config.secret,
       store: this.#store,
       log: this.#log,
@@ -190,6 +184,29 @@ export class HerdNode {
         `cannot listen on ${spec.host}:${spec.port}: ${(e as Error).message}`,
       );
     }
+    // The bus port: neighbors only, on the same host as the client port.
+    this.#bus = new BusListener({
+      hostname: this.config.hostname ?? spec.host,
+      port: spec.peerPort,
+      log: this.#log,
+      onConnection: (conn) => this.#flood.adopt(conn),
+    });
+    try {
+      this.#bus.listen();
+    } catch (e) {
+      await this.#server.stop(0);
+      await this.#release();
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new NodeStartError(
+          `bus port ${spec.peerPort} on ${spec.host} is already in use (is ${name} already running?)`,
+        );
+      }
+      throw new NodeStartError(
+        `cannot listen on ${spec.host}:${spec.peerPort} (bus): ${
+          (e as Error).message
+        }`,
+      );
+    }
     this.#started = true;
     this.#flood.start();
     // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s
@@ -199,11 +216,19 @@ export class HerdNode {
     this.#log.event("listening", {
       host: spec.host,
       port: this.port,
+      bus: spec.peerPort,
       places: this.config.places.describe(),
       kv: kvPath.includes("://") ? kvPath.replace(/\?.*$/, "") : kvPath,
       neighbors: spec.neighbors.join(","),
       secret: this.config.secret ? "set" : "none",
     });
+    if (!this.config.secret) {
+      this.#log.warn("bus_open", {
+        port: spec.peerPort,
+        reason:
+          "no HERD_SECRET: anyone who reaches the bus port can join as a neighbor; run deno task keygen",
+      });
+    }
   }
 
   /** Creates the data directory, checks it is writable, and takes this node's lock in it. */
@@ -337,26 +362,6 @@ export class HerdNode {
     return formatWhatsat(held, utf8ByteString(placesJson(answer)));
   }
 
-  /**
-   * A first line `HERD HELLO <name> <nonce>` naming one of this node's neighbors opens a
-   * peer link. A HELLO naming anyone else is refused (and logged) by treating it as what it
-   * is to this node, an invalid client line: `? <line>`, connection kept open.
-   */
-  #isPeerHello(line: string): boolean {
-    if (!line.startsWith("HERD HELLO ")) return false;
-    const f = line.split(" ");
-    if (f.length === 4 && this.#flood.isNeighbor(f[2])) return true;
-    this.#log.warn("peer_refused", {
-      peer: f[2] ?? "",
-      reason: "not a neighbor",
-    });
-    return false;
-  }
-
-  #onPeer(conn: Deno.TcpConn, lines: string[], framer: LineFramer, id: number) {
-    this.#flood.adopt(conn, lines, framer, id);
-  }
-
   #onRecords(lines: string[], from: string): number {
     let accepted = 0;
     for (const line of lines) {
@@ -379,6 +384,7 @@ export class HerdNode {
     this.#log.event("stopping");
     clearTimeout(this.#warmTimer);
     await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
+    await this.#bus.stop();
     // Links wait for the store's load before catching up: abandon it so they let go now.
     this.#store.stopLoading();
     await this.#flood.stop();
