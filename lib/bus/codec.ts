@@ -21,7 +21,7 @@
  *
  * Parsing is strict: anything `formatMessage` could not have produced is refused (null),
  * every list has a bound, and every field has the bound a client line gives it. The record
- * lines themselves are only checked for shape here (`AT `, no line break, bounded length);
+ * lines themselves are only checked for shape here (`AT `, no line break);
  * `record_check.ts` checks their fields as strictly as a client line, one by one, so that
  * one bad record is refused and counted without refusing its batch.
  *
@@ -47,12 +47,6 @@ import { isClientId } from "../record.ts";
 export const busLimits = {
   /** The longest client line (an IAMAT) a node accepts: a record's fields came from one. */
   clientLineBytes: 16 * 1024,
-  /**
-   * The longest AT line a node produces from such an IAMAT: its client id, location and
-   * time fit in the client line, the skew has at most as many digits as the time (or the
-   * clock) plus sign, point and fraction, and the node name is at most 64 bytes.
-   */
-  recordBytes: 33 * 1024,
   /** Records in one RECORDS frame. */
   recordsPerFrame: 4096,
   /** Entries in one HAVE frame. */
@@ -214,10 +208,13 @@ function isReason(reason: string): boolean {
     REASON.test(reason) && reason.trim() === reason;
 }
 
-/** Is `line` shaped like a record (the fields are checked by `record_check.ts`)? */
+/**
+ * Is `line` shaped like a record? Its fields, and its length, are checked one record at a
+ * time by `record_check.ts`, so that an over-long record is refused and counted on its own;
+ * the frame bound limits what it can cost.
+ */
 export function isRecordShape(line: string): boolean {
-  return line.length > 3 && line.length <= busLimits.recordBytes &&
-    line.startsWith("AT ") && line.indexOf("\n") < 0;
+  return line.length > 3 && line.startsWith("AT ");
 }
 
 function parseRecords(body: string): BusMessage | null {
