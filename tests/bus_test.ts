@@ -466,3 +466,49 @@ Deno.test("keygen prints one new 256-bit base64url secret a run, on stdout alone
   assert.match(b, /^[A-Za-z0-9_-]{43}\n$/);
   assert.notEqual(a, b);
 });
+
+Deno.test("a bus port already in use stops the start with one line naming it, and frees the client port", async () => {
+  const topology = makeTopology(["Alford", "Ball"], [["Alford", "Ball"]]);
+  const spec = topology.servers.get("Alford")!;
+  const holder = Deno.listen({ hostname: "127.0.0.1", port: spec.peerPort });
+  try {
+    const node = new HerdNode({
+      name: "Alford",
+      topology,
+      dataDir: null,
+      places: new StubPlaces(),
+      console: false,
+    });
+    await assert.rejects(
+      () => node.start(),
+      new RegExp(
+        `^NodeStartError: bus port ${spec.peerPort} on 127\\.0\\.0\\.1 is already in use`,
+      ),
+    );
+    Deno.listen({ hostname: "127.0.0.1", port: spec.port }).close();
+  } finally {
+    holder.close();
+  }
+});
+
+Deno.test("peerStatus: each neighbor down until its link is up, then up with its record counts", async () => {
+  await using herd = new TestHerd({
+    names: ["Alford", "Ball"],
+    links: [["Alford", "Ball"]],
+  });
+  const alford = await herd.start("Alford");
+  assert.deepEqual(alford.flood.peerStatus(), [
+    { name: "Ball", state: "down", recordsSent: 0, recordsReceived: 0 },
+  ]);
+  const ball = await herd.start("Ball");
+  await waitFor(() => alford.flood.peerStatus()[0].state === "up");
+  const r = await acked(alford.port, "kiwi", "1");
+  await waitFor(() => ball.store.get("kiwi") === r);
+  await acked(ball.port, "lime", "2");
+  await waitFor(() => alford.flood.peerStatus()[0].recordsReceived === 1);
+  assert.deepEqual(alford.flood.peerStatus(), [
+    { name: "Ball", state: "up", recordsSent: 1, recordsReceived: 1 },
+  ]);
+  await herd.stop("Ball");
+  await waitFor(() => alford.flood.peerStatus()[0].state === "down");
+});
