@@ -169,6 +169,8 @@ export class HerdNode {
       log: this.#log,
       receive: (lines, from) => this.#onRecords(lines, from),
       connId: () => this.#server.nextId(),
+      // A neighbor's record came from a client line of at most this length.
+      clientLineBytes: this.config.maxLineBytes,
       ...this.config.flood,
     });
     try {

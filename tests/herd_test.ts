@@ -309,6 +309,11 @@ Deno.test("herd launcher: runs every node of the topology, each line prefixed wi
   const lines = herd.stdout.slice(0, -1).split("\n");
   assert.equal(lines.at(-1), "herd: all nodes stopped");
   assert.ok(lines.includes("herd: stopping 3 node(s)"));
+  // Started without HERD_SECRET, the herd made one: its bus is closed, the secret unseen.
+  assert.ok(
+    lines[0].startsWith("herd: no HERD_SECRET set: generated a random one"),
+  );
+  assert.doesNotMatch(herd.stdout, /[A-Za-z0-9_-]{43}/);
   for (const line of lines) {
     if (line.startsWith("herd: ")) continue;
     // Names padded to the longest: "Alpha   | ", "Bo      | ", "Cecilia | ".
