@@ -292,26 +292,30 @@ export class Flood {
     });
   }
 
+  /**
+   * Logs a refusal within a budget: per neighbor, the first two in a row then every tenth;
+   * for connections naming no neighbor, together, the first three then one in a hundred.
+   */
   #inboundRefused(id: number, peer: string, reason: string): void {
     this.stats.refused++;
-    let n: number;
+    let count: Record<string, number>;
     if (this.isNeighbor(peer)) {
-      n = (this.#inboundRefusals.get(peer) ?? 0) + 1;
+      const n = (this.#inboundRefusals.get(peer) ?? 0) + 1;
       this.#inboundRefusals.set(peer, n);
       if (n > 2 && n % 10 !== 0) return;
+      count = n > 1 ? { times: n } : {};
     } else {
-      n = this.#strangerLog.hit();
+      const n = this.#strangerLog.hit();
       if (n === 0) return;
+      count = n > 1 ? { strangersRefused: n } : {};
     }
-    {
-      this.#o.log.warn("peer_refused", {
-        conn: id,
-        peer,
-        side: "acceptor",
-        reason,
-        ...(n > 1 ? { times: n } : {}),
-      });
-    }
+    this.#o.log.warn("peer_refused", {
+      conn: id,
+      peer,
+      side: "acceptor",
+      reason,
+      ...count,
+    });
   }
 
   /** Stops dialing, closes every peer connection. */
