@@ -7,7 +7,7 @@
  * order are written together, so a pipelining client gets many replies a write. Reading
  * pauses while too many replies wait, so a client that sends without reading cannot grow
  * the node's memory without bound.
- * *
+ *
  * Only clients connect here: neighbors use the bus port (`bus/listener.ts`), so a `HERD ...`
  * line is an invalid line like any other.
  *
