@@ -44,11 +44,13 @@ export class CatchupDialer {
   readonly #store: CatchupStore;
   readonly #wire: CatchupWire;
   readonly #maxHave: number;
+  readonly #maxHaveBytes: number;
   readonly #piece: number;
   /** Sends records through the link (counted, bounded); false when the link dropped. */
   readonly #sendRecords: (records: string[]) => boolean;
   #diff: Set<number> | null = null;
   #have = new Map<string, { time: string; hash: string }>();
+  #haveBytes = 0;
   /** Is a comparison in progress? */
   syncing = false;
   lastSum = 0;
@@ -57,13 +59,14 @@ export class CatchupDialer {
     store: CatchupStore,
     wire: CatchupWire,
     sendRecords: (records: string[]) => boolean,
-    maxHave: number,
+    maxHave: { entries: number; bytes: number },
     maxOutboxBytes: number,
   ) {
     this.#store = store;
     this.#wire = wire;
     this.#sendRecords = sendRecords;
-    this.#maxHave = maxHave;
+    this.#maxHave = maxHave.entries;
+    this.#maxHaveBytes = maxHave.bytes;
     // Pieces small enough that a drained outbox always has room for the next one.
     this.#piece = Math.max(
       1,
@@ -121,6 +124,7 @@ export class CatchupDialer {
     }
     this.#diff = buckets;
     this.#have = new Map();
+    this.#haveBytes = 0;
     this.#wire.send({
       kind: "diff",
       buckets: [...buckets].sort((a, b) => a - b),
@@ -134,7 +138,11 @@ export class CatchupDialer {
       return `HAVE lists over ${this.#maxHave} entries`;
     }
     for (const e of entries) {
+      this.#haveBytes += e.client.length + e.time.length + e.hash.length;
       this.#have.set(e.client, { time: e.time, hash: e.hash });
+    }
+    if (this.#haveBytes > this.#maxHaveBytes) {
+      return `HAVE lists over ${this.#maxHaveBytes} bytes`;
     }
     return null;
   }
@@ -149,6 +157,7 @@ export class CatchupDialer {
     const have = this.#have;
     this.#diff = null;
     this.#have = new Map();
+    this.#haveBytes = 0;
     const records = this.#store.recordsIn(buckets).filter((line) => {
       const theirs = have.get(clientOf(line));
       if (theirs === undefined) return true;

@@ -255,7 +255,7 @@ export class Link {
       store,
       ch,
       (records) => this.send(records),
-      settings.maxHaveEntries,
+      { entries: settings.maxHaveEntries, bytes: settings.maxHaveBytes },
       settings.maxOutboxBytes,
     );
     this.#catchup = catchup;

@@ -23,6 +23,8 @@ export interface BusSettings {
   maxHandshakes: number;
   /** HAVE entries one catch-up may hold. */
   maxHaveEntries: number;
+  /** Bytes of HAVE entries (client ids and times) one catch-up may hold. */
+  maxHaveBytes: number;
   /** Refused records on one connection before it is dropped. */
   maxInvalidRecords: number;
   /** The longest client line: a record's client id, location and time came from one. */
@@ -40,6 +42,7 @@ export const busDefaults: BusSettings = {
   handshakeFrameBytes: 16 * 1024,
   maxHandshakes: 64,
   maxHaveEntries: 1024 * 1024,
+  maxHaveBytes: 128 * 1024 * 1024,
   maxInvalidRecords: 16,
   clientLineBytes: 16 * 1024,
 };
