@@ -197,6 +197,9 @@ export class HerdNode {
       this.#bus.listen();
     } catch (e) {
       await this.#server.stop(0);
+      // Let the background load end before KV closes under it.
+      this.#store.stopLoading();
+      await this.#store.loaded.catch(() => {});
       await this.#release();
       if (e instanceof Deno.errors.AddrInUse) {
         throw new NodeStartError(
