@@ -16,6 +16,7 @@
 import {
   ConfigError,
   ENV_VARS,
+  herdSecret,
   parseFlags,
   readEnv,
   USAGE,
@@ -90,6 +91,7 @@ async function main(): Promise<void> {
     name = flags.name;
     const topology = await loadTopology(flags.topology);
     const env = Object.fromEntries(ENV_VARS.map((k) => [k, readEnv(k)]));
+    const secret = herdSecret(env.HERD_SECRET);
     const { config, warnings } = placesConfigFromEnv(env);
     for (const w of warnings) console.error(`herd: warning: ${w}`);
     node = new HerdNode({
@@ -98,7 +100,7 @@ async function main(): Promise<void> {
       dataDir: flags.data,
       kv: flags.kv,
       places: createPlaces({ ...config, cacheDir: flags.data }),
-      secret: env.HERD_SECRET,
+      secret,
     });
     await node.start();
   } catch (e) {

@@ -13,6 +13,7 @@
 
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { secretProblem } from "./bus/secret.ts";
 
 /** A user-caused configuration problem; its message is one line. */
 export class ConfigError extends Error {
@@ -97,6 +98,17 @@ export const ENV_VARS = [
   "HERD_SECRET",
   "DENO_KV_ACCESS_TOKEN",
 ] as const;
+
+/**
+ * `HERD_SECRET` as a node uses it: unset stays unset (an open bus), a secret under 128 bits
+ * (see `bus/secret.ts` for the rule) is a `ConfigError` that never quotes it.
+ */
+export function herdSecret(value: string | undefined): string | undefined {
+  if (value === undefined) return undefined;
+  const problem = secretProblem(value);
+  if (problem !== null) throw new ConfigError(problem);
+  return value;
+}
 
 function firstLine(s: string): string {
   return s.split("\n")[0];

@@ -15,7 +15,8 @@
  */
 
 import { parseArgs } from "node:util";
-import { DEFAULT_TOPOLOGY, ENV_VARS, readEnv } from "./config.ts";
+import { newSecret } from "./bus/secret.ts";
+import { DEFAULT_TOPOLOGY, ENV_VARS, herdSecret, readEnv } from "./config.ts";
 import type { PlacesProvider } from "./places/contract.ts";
 import {
   endpointOf,
@@ -112,8 +113,8 @@ export function placesHosts(env: Record<string, string | undefined>): string[] {
 }
 
 /**
- * The `deno run` arguments that run `spec` with least privilege: network to its own
- * address, its neighbors' and its places host (and a KV Connect host); read of the
+ * The `deno run` arguments that run `spec` with least privilege: network to its own client,
+ * bus and HTTP ports, its neighbors' bus ports and its places host (and a KV Connect host); read of the
  * topology, the data directory, `lib/` (the gazetteer worker) and the npm cache; write of
  * the data directory; the environment variables a node reads.
  */
@@ -124,11 +125,16 @@ export function nodeArgs(
 ): string[] {
   const env = opts.env ??
     Object.fromEntries(ENV_VARS.map((k) => [k, readEnv(k)]));
-  const net = new Set<string>([`${spec.host}:${spec.port}`]);
+  // Its client port, bus port and HTTP port; its neighbors' bus ports, never their client
+  // ports (nodes talk to each other over the bus only).
+  const net = new Set<string>([
+    `${spec.host}:${spec.port}`,
+    `${spec.host}:${spec.peerPort}`,
+  ]);
   if (spec.httpPort !== undefined) net.add(`${spec.host}:${spec.httpPort}`);
   for (const n of spec.neighbors) {
     const peer = topology.servers.get(n)!;
-    net.add(`${peer.host}:${peer.port}`);
+    net.add(`${peer.host}:${peer.peerPort}`);
   }
   for (const host of placesHosts(env)) net.add(host);
   const { kv, dataDir, topologyPath } = opts;
@@ -265,11 +271,20 @@ async function launch(control: StopControl): Promise<number> {
       );
       return 2;
     }
+    // A herd started without a secret gets one of its own, so its bus is closed: sealed
+    // and authenticated between its nodes, and closed to anyone else.
+    let secret = readEnv("HERD_SECRET");
+    if (secret === undefined) {
+      secret = newSecret();
+      write(
+        "herd: no HERD_SECRET set: generated a random one for this run (not shown); the bus between its nodes is authenticated and encrypted\n",
+      );
+    }
     return await runInOneProcess(control, topology, names, {
       topologyPath: values.topology,
       dataDir: values.data,
       npmCache,
-    });
+    }, secret);
   }
   const width = Math.max(...names.map((n) => n.length));
   const children = names.map((name) => {
@@ -352,8 +367,10 @@ async function runInOneProcess(
   topology: Topology,
   names: string[],
   opts: NodeArgsOptions,
+  secret: string,
 ): Promise<number> {
   const child = new Deno.Command(Deno.execPath(), {
+    env: { HERD_SECRET: secret },
     args: [
       "run",
       "--config",
@@ -410,7 +427,9 @@ async function runHere(
   const prefix = (n: string) => `${n.padEnd(width)} | `;
   const env = Object.fromEntries(ENV_VARS.map((k) => [k, readEnv(k)]));
   let places: PlacesProvider;
+  let secret: string | undefined;
   try {
+    secret = herdSecret(env.HERD_SECRET);
     const { config, warnings } = placesConfigFromEnv(env);
     for (const w of warnings) write(`herd: warning: ${w}\n`);
     places = createPlaces({ ...config, cacheDir: values.data });
@@ -433,7 +452,7 @@ async function runHere(
       topology,
       dataDir: values.data,
       places: shared,
-      secret: env.HERD_SECRET,
+      secret,
       print: (line) => write(`${prefix(name)}${line}\n`),
     })
   );

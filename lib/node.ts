@@ -24,11 +24,12 @@
 
 import { utf8ByteString } from "./bytes.ts";
 import { type Clock, formatSkew, systemClock } from "./clock.ts";
+import { BusListener } from "./bus/listener.ts";
+import type { BusSettings } from "./bus/types.ts";
 import { Flood } from "./flood.ts";
 import { HerdMetrics, renderMetrics } from "./http/herd_metrics.ts";
 import { HttpFace, type HttpTuning } from "./http/server.ts";
 import type { HttpApi } from "./http/types.ts";
-import type { LineFramer } from "./lines.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
 import {
@@ -75,14 +76,8 @@ export interface NodeConfig {
   console?: boolean;
   /** Where operator lines go (see `LogOptions.print`). */
   print?: (line: string, stream: "out" | "err") => void;
-  /** Flood tuning (tests shorten intervals). */
-  flood?: {
-    backoffBaseMs?: number;
-    backoffMaxMs?: number;
-    handshakeTimeoutMs?: number;
-    syncIntervalMs?: number;
-    maxOutboxBytes?: number;
-  };
+  /** Bus tuning (tests shorten intervals); defaults in `busDefaults`. */
+  flood?: Partial<BusSettings>;
   /** Store tuning. */
   store?: { snapshotMinRecords?: number };
   /** HTTP tuning: bounds, watchers, the live view's feed (tests shorten them). */
@@ -105,6 +100,7 @@ export class HerdNode {
   #flood!: Flood;
   #http: HttpFace | null = null;
   readonly #metrics = new HerdMetrics();
+  #bus: BusListener | null = null;
   #lock: Deno.FsFile | null = null;
   #clock: Clock;
   #started = false;
@@ -178,24 +174,27 @@ export class HerdNode {
       maxLineBytes: this.config.maxLineBytes,
       handler: {
         line: (line, session) => this.#onLine(line, session),
-        isPeerHello: (line) => this.#isPeerHello(line),
-        peer: (conn, lines, framer, id) =>
-          this.#onPeer(conn, lines, framer, id),
       },
     });
     this.#flood = new Flood({
       name,
       neighbors: spec.neighbors.map((n) => topology.servers.get(n)!),
+      nodes: topology.servers.keys(),
       secret: this.config.secret,
       store: this.#store,
       log: this.#log,
       receive: (lines, from) => this.#onRecords(lines, from),
       connId: () => this.#server.nextId(),
+      // A neighbor's record came from a client line of at most this length.
+      clientLineBytes: this.config.maxLineBytes,
       ...this.config.flood,
     });
     try {
       this.#server.listen();
     } catch (e) {
+      // Let the background load end before KV closes under it.
+      this.#store.stopLoading();
+      await this.#store.loaded.catch(() => {});
       await this.#release();
       if (e instanceof Deno.errors.AddrInUse) {
         throw new NodeStartError(
@@ -204,6 +203,28 @@ export class HerdNode {
       }
       throw new NodeStartError(
         `cannot listen on ${spec.host}:${spec.port}: ${(e as Error).message}`,
+      );
+    }
+    // The bus port: neighbors only, on the same host as the client port.
+    this.#bus = new BusListener({
+      hostname: this.config.hostname ?? spec.host,
+      port: spec.peerPort,
+      log: this.#log,
+      onConnection: (conn) => this.#flood.adopt(conn),
+    });
+    try {
+      this.#bus.listen();
+    } catch (e) {
+      await this.#abandonStart();
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new NodeStartError(
+          `bus port ${spec.peerPort} on ${spec.host} is already in use (is ${name} already running?)`,
+        );
+      }
+      throw new NodeStartError(
+        `cannot listen on ${spec.host}:${spec.peerPort} (bus): ${
+          (e as Error).message
+        }`,
       );
     }
     if (spec.httpPort !== undefined) await this.#startHttp(spec.httpPort);
@@ -216,12 +237,20 @@ export class HerdNode {
     this.#log.event("listening", {
       host: spec.host,
       port: this.port,
+      bus: spec.peerPort,
       places: this.config.places.describe(),
       kv: kvPath.includes("://") ? kvPath.replace(/\?.*$/, "") : kvPath,
       neighbors: spec.neighbors.join(","),
       secret: this.config.secret ? "set" : "none",
       ...(this.#http ? { http: this.#http.port } : {}),
     });
+    if (!this.config.secret) {
+      this.#log.warn("bus_open", {
+        port: spec.peerPort,
+        reason:
+          "no HERD_SECRET: anyone who reaches the bus port can join as a neighbor; run deno task keygen",
+      });
+    }
   }
 
   /** The HTTP port, when the node serves HTTP. */
@@ -249,8 +278,7 @@ export class HerdNode {
     try {
       http.start();
     } catch (e) {
-      await this.#server.stop(0);
-      await this.#release();
+      await this.#abandonStart();
       if (e instanceof Deno.errors.AddrInUse) {
         throw new NodeStartError(
           `HTTP port ${port} on ${host} is already in use (is ${this.name} already running?)`,
@@ -261,6 +289,16 @@ export class HerdNode {
       );
     }
     this.#http = http;
+  }
+
+  /** Undoes a start that failed once the client port listened: nothing is left open. */
+  async #abandonStart(): Promise<void> {
+    await this.#server.stop(0);
+    await this.#bus?.stop();
+    // Let the background load end before KV closes under it.
+    this.#store.stopLoading();
+    await this.#store.loaded.catch(() => {});
+    await this.#release();
   }
 
   /** The node's side of the HTTP face: the same paths as the line protocol. */
@@ -468,26 +506,6 @@ export class HerdNode {
     );
   }
 
-  /**
-   * A first line `HERD HELLO <name> <nonce>` naming one of this node's neighbors opens a
-   * peer link. A HELLO naming anyone else is refused (and logged) by treating it as what it
-   * is to this node, an invalid client line: `? <line>`, connection kept open.
-   */
-  #isPeerHello(line: string): boolean {
-    if (!line.startsWith("HERD HELLO ")) return false;
-    const f = line.split(" ");
-    if (f.length === 4 && this.#flood.isNeighbor(f[2])) return true;
-    this.#log.warn("peer_refused", {
-      peer: f[2] ?? "",
-      reason: "not a neighbor",
-    });
-    return false;
-  }
-
-  #onPeer(conn: Deno.TcpConn, lines: string[], framer: LineFramer, id: number) {
-    this.#flood.adopt(conn, lines, framer, id);
-  }
-
   #onRecords(lines: string[], from: string): number {
     let accepted = 0;
     for (const line of lines) {
@@ -508,6 +526,7 @@ export class HerdNode {
     clearTimeout(this.#warmTimer);
     await this.#http?.stop();
     await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
+    await this.#bus?.stop();
     // Links wait for the store's load before catching up: abandon it so they let go now.
     this.#store.stopLoading();
     await this.#flood.stop();

@@ -8,9 +8,8 @@
  * pauses while too many replies wait, so a client that sends without reading cannot grow
  * the node's memory without bound.
  *
- * A first line that the handler recognises as a neighbor's `HERD HELLO` makes the
- * connection a peer link: it is handed to the
- * flood module with the framer, and this module lets go of it.
+ * Only clients connect here: neighbors use the bus port (`bus/listener.ts`), so a `HERD ...`
+ * line is an invalid line like any other.
  *
  * @module
  */
@@ -21,19 +20,10 @@ import { LineFramer } from "./lines.ts";
 import { type NodeLog, writeAll } from "./log.ts";
 import { formatInvalid } from "./protocol.ts";
 
-/** What the node does with client lines and peer hand-offs. */
+/** What the node does with client lines. */
 export interface ConnectionHandler {
   /** Handles one client line; must call one of `session.reply*` exactly once. */
   line(line: string, session: Session): void;
-  /** Is this first line a neighbor's handshake? Anything else is a client line. */
-  isPeerHello(line: string): boolean;
-  /** Takes over a connection whose first line passed `isPeerHello`. */
-  peer(
-    conn: Deno.TcpConn,
-    lines: string[],
-    framer: LineFramer,
-    id: number,
-  ): void;
 }
 
 /** Server options. */
@@ -295,9 +285,7 @@ export class Server {
     const framer = new LineFramer(maxLineBytes);
     // 16 KiB a connection: plenty for pipelining, modest for many idle connections.
     const buf = new Uint8Array(16 * 1024);
-    let first = true;
     let overflow: string | null = null;
-    let handedOff = false;
     const handle = (line: string) => {
       log.traffic(id, "in", line);
       handler.line(line, session);
@@ -314,29 +302,11 @@ export class Server {
         }
         if (n === null) {
           const last = framer.end();
-          if (last !== null) {
-            if (first && handler.isPeerHello(last)) {
-              handedOff = true;
-              handler.peer(conn, [last], framer, id);
-              return;
-            }
-            handle(last);
-          }
+          if (last !== null) handle(last);
           break;
         }
         const framed = framer.push(buf.subarray(0, n));
-        for (let i = 0; i < framed.lines.length; i++) {
-          const line = framed.lines[i];
-          if (first) {
-            first = false;
-            if (handler.isPeerHello(line)) {
-              handedOff = true;
-              handler.peer(conn, framed.lines.slice(i), framer, id);
-              return;
-            }
-          }
-          handle(line);
-        }
+        for (const line of framed.lines) handle(line);
         if (framed.overflow !== null) {
           overflow = framed.overflow;
           break reading;
@@ -350,11 +320,9 @@ export class Server {
       await session.idle();
       if (overflow !== null) await this.#linger(conn);
     } finally {
-      if (!handedOff) {
-        try {
-          conn.close();
-        } catch { /* already closed */ }
-      }
+      try {
+        conn.close();
+      } catch { /* already closed */ }
     }
   }
 

@@ -56,7 +56,12 @@ class ProcessHerd {
     const servers: Record<string, unknown> = {};
     for (const [name, s] of topology.servers) {
       herd.ports.set(name, s.port);
-      servers[name] = { host: s.host, port: s.port, neighbors: s.neighbors };
+      servers[name] = {
+        host: s.host,
+        port: s.port,
+        peerPort: s.peerPort,
+        neighbors: s.neighbors,
+      };
     }
     await Deno.writeTextFile(
       `${dir}/topology.json`,
@@ -344,8 +349,8 @@ Deno.test("a node paused with SIGSTOP cuts its neighbors apart, and the herd con
 });
 
 Deno.test("with HERD_SECRET, matching nodes replicate, a mismatched one is refused, and the secret is in no log or output", async () => {
-  const good = "herd-secret-e1b7c9";
-  const bad = "another-secret-55aa";
+  const good = "herd-secret-e1b7c9-of-enough-bits";
+  const bad = "another-secret-55aa-of-enough-bits";
   const names = ["Alford", "Ball", "Holiday"];
   await using herd = await ProcessHerd.create(
     names,

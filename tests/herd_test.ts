@@ -18,7 +18,12 @@ const ROOT = decodeURIComponent(new URL("..", import.meta.url).pathname);
 function topologyJson(
   servers: Record<
     string,
-    { port: number; peerPort?: number; neighbors?: string[] }
+    {
+      port: number;
+      peerPort?: number;
+      httpPort?: number;
+      neighbors?: string[];
+    }
   >,
 ): string {
   const json: Record<string, unknown> = {};
@@ -28,6 +33,7 @@ function topologyJson(
       port: s.port,
       // A free bus port: the default (port + 10000) may not exist for a free client port.
       peerPort: s.peerPort ?? freePorts(1)[0],
+      ...(s.httpPort ? { httpPort: s.httpPort } : {}),
       neighbors: s.neighbors ?? [],
     };
   }
@@ -158,10 +164,15 @@ async function refused(port: number): Promise<boolean> {
 // Least privilege.
 
 const TOPO_TEXT = topologyJson({
-  Alford: { port: 12000, neighbors: ["Hamilton", "Welsh"] },
-  Hamilton: { port: 12002 },
-  Welsh: { port: 12004, neighbors: ["Ball"] },
-  Ball: { port: 12001 },
+  Alford: {
+    port: 12000,
+    peerPort: 22000,
+    httpPort: 13000,
+    neighbors: ["Hamilton", "Welsh"],
+  },
+  Hamilton: { port: 12002, peerPort: 22002 },
+  Welsh: { port: 12004, peerPort: 22004, neighbors: ["Ball"] },
+  Ball: { port: 12001, peerPort: 22001 },
 });
 
 function argsFor(
@@ -179,12 +190,12 @@ function argsFor(
   });
 }
 
-Deno.test("nodeArgs: a node may reach only its own port and its neighbors' (offline places), read its topology, data, lib/ and the npm cache, and write only its data", () => {
+Deno.test("nodeArgs: a node may reach only its own client, bus and HTTP ports and its neighbors' bus ports (offline places), read its topology, data, lib/ and the npm cache, and write only its data", () => {
   assert.deepEqual(argsFor("Alford", { PLACES_PROVIDER: "offline" }), [
     "run",
     "--config",
     `${ROOT}deno.json`,
-    "--allow-net=127.0.0.1:12000,127.0.0.1:12002,127.0.0.1:12004",
+    "--allow-net=127.0.0.1:12000,127.0.0.1:22000,127.0.0.1:13000,127.0.0.1:22002,127.0.0.1:22004",
     `--allow-read=/etc/herd/t.json,/var/herd,${ROOT}lib,/cache/npm`,
     "--allow-write=/var/herd",
     `--allow-env=${ENV_VARS.join(",")}`,
@@ -196,9 +207,12 @@ Deno.test("nodeArgs: a node may reach only its own port and its neighbors' (offl
     "--data",
     "/var/herd",
   ]);
-  // Links are symmetric: Ball lists nobody, yet Welsh is its neighbor.
+  // Links are symmetric: Ball lists nobody, yet Welsh is its neighbor. A neighbor's client
+  // port is never in the list: nodes talk over the bus only.
   assert.ok(
-    argsFor("Ball", {}).includes("--allow-net=127.0.0.1:12001,127.0.0.1:12004"),
+    argsFor("Ball", {}).includes(
+      "--allow-net=127.0.0.1:12001,127.0.0.1:22001,127.0.0.1:22004",
+    ),
   );
 });
 
@@ -229,7 +243,10 @@ Deno.test("nodeArgs: the network list adds exactly the places host the node's pr
       const net = argsFor("Hamilton", env).find((a) =>
         a.startsWith("--allow-net=")
       );
-      assert.equal(net, `--allow-net=127.0.0.1:12002,127.0.0.1:12000${places}`);
+      assert.equal(
+        net,
+        `--allow-net=127.0.0.1:12002,127.0.0.1:22002,127.0.0.1:22000${places}`,
+      );
       assert.deepEqual(placesHosts(env), places ? [places.slice(1)] : []);
     });
   }
@@ -240,7 +257,7 @@ Deno.test("nodeArgs: a KV Connect URL adds its host and is passed on as --kv", (
   const args = argsFor("Hamilton", {}, url);
   assert.ok(
     args.includes(
-      "--allow-net=127.0.0.1:12002,127.0.0.1:12000,api.deno.com",
+      "--allow-net=127.0.0.1:12002,127.0.0.1:22002,127.0.0.1:22000,api.deno.com",
     ),
   );
   assert.deepEqual(args.slice(-2), ["--kv", url]);
@@ -292,6 +309,11 @@ Deno.test("herd launcher: runs every node of the topology, each line prefixed wi
   const lines = herd.stdout.slice(0, -1).split("\n");
   assert.equal(lines.at(-1), "herd: all nodes stopped");
   assert.ok(lines.includes("herd: stopping 3 node(s)"));
+  // Started without HERD_SECRET, the herd made one: its bus is closed, the secret unseen.
+  assert.ok(
+    lines[0].startsWith("herd: no HERD_SECRET set: generated a random one"),
+  );
+  assert.doesNotMatch(herd.stdout, /[A-Za-z0-9_-]{43}/);
   for (const line of lines) {
     if (line.startsWith("herd: ")) continue;
     // Names padded to the longest: "Alpha   | ", "Bo      | ", "Cecilia | ".

@@ -5,6 +5,7 @@
  */
 
 import assert from "assert";
+import { encodeFrame } from "../lib/bus/frames.ts";
 import { createPlaces } from "../lib/places/mod.ts";
 import {
   Client,
@@ -509,20 +510,27 @@ Deno.test("a client that vanishes mid-request does not disturb the node", async 
   assert.equal(await exchange(port, IAMAT + "\n"), AT + "\n");
 });
 
-Deno.test("a peer handshake whose first line arrives in pieces is still recognised", async () => {
-  await using herd = await new TestHerd({
-    topology: makeTopology(["Alford", "Ball"], [["Alford", "Ball"]]),
-  }).start("Alford").then((n) => ({
+Deno.test("a bus handshake whose first frame arrives in pieces is still recognised; on the client port it is an invalid line", async () => {
+  const topology = makeTopology(["Alford", "Ball"], [["Alford", "Ball"]]);
+  await using herd = await new TestHerd({ topology }).start("Alford").then((
+    n,
+  ) => ({
     port: n.port,
     async [Symbol.asyncDispose]() {
       await n.stop();
     },
   }));
-  using c = await Client.connect(herd.port);
-  await c.send("HERD HEL");
+  const hello = "HERD HELLO Ball 00112233445566778899aabbccddeeff";
+  assert.equal(await exchange(herd.port, hello + "\n"), `? ${hello}\n`);
+  using c = await Client.connect(topology.servers.get("Alford")!.peerPort);
+  const frame = encodeFrame(
+    new TextEncoder().encode("HELLO Ball 00112233445566778899aabbccddeeff"),
+  );
+  await c.send(frame.subarray(0, 7));
   await new Promise((r) => setTimeout(r, 20));
-  await c.send("LO Ball 00112233445566778899aabbccddeeff\n");
-  assert.match(await c.lines(1), /^HERD WELCOME Alford [0-9a-f]{32} -\n$/);
+  await c.send(frame.subarray(7));
+  const reply = await c.readUntil(" -");
+  assert.match(reply.slice(4), /^WELCOME Alford [0-9a-f]{32} -$/);
 });
 
 Deno.test("pipelined WHATSATs answered by a real upstream all arrive, in order", async () => {

@@ -1,0 +1,356 @@
+/**
+ * One bus connection as messages in and messages out.
+ *
+ * - In: bytes are framed by a bounded `FrameDecoder` (the client line limit until the
+ *   handshake is done, the peer bound after), and each frame is opened (after a secure
+ *   handshake) and parsed only when the owner asks for the next message, so the switch from
+ *   plain to sealed frames falls exactly between two messages. The channel reads only when
+ *   the owner has consumed what it holds: a peer that sends faster than the node offers its
+ *   records waits in TCP, not in memory.
+ * - Out: a bounded outbox flushed once per microtask turn; records queued together leave in
+ *   one `RECORDS` frame (up to `FLUSH_BYTES` a frame), each frame sealed in order. The bound
+ *   counts every byte not yet handed to the kernel, the write in progress included, so a
+ *   neighbor that stops reading costs at most `maxOutboxBytes`. Control messages (handshake,
+ *   digests) may pass the bound: they are few and small, and refusing them would stall
+ *   catch-up rather than save memory.
+ * - Anything wrong on the way in (a frame over the bound, a frame that fails to open, a
+ *   body that is not a bus message) closes the channel; `problem` says what it was.
+ *
+ * @module
+ */
+
+import { bytesToString, stringToBytes } from "../bytes.ts";
+import { writeAll } from "../log.ts";
+import { type BusMessage, formatMessage, parseMessage } from "./codec.ts";
+import { encodeFrame, FrameDecoder } from "./frames.ts";
+import type { Opener, Sealer, Session } from "./handshake.ts";
+
+/** Thrown by `next` when its deadline passes. */
+export class PeerTimeout extends Error {
+  override name = "PeerTimeout";
+}
+
+/** Byte counters shared by many channels (a node's flood stats). */
+export interface ByteCounters {
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Records are merged into frames of about this many bytes. */
+const FLUSH_BYTES = 256 * 1024;
+/** Read buffer before and after the handshake. */
+const SMALL_READ = 4 * 1024;
+const LARGE_READ = 64 * 1024;
+
+interface OutItem {
+  /** A control message's body, or null for records. */
+  body: string | null;
+  records: string[];
+  bytes: number;
+  sealer: Sealer | null;
+}
+
+/** Bounds of a channel. */
+export interface ChannelLimits {
+  /** Largest frame accepted before `secure`/`trust`. */
+  handshakeFrameBytes: number;
+  /** Largest frame accepted after. */
+  frameBytes: number;
+  maxOutboxBytes: number;
+}
+
+/** Messages over one TCP connection to or from a peer. */
+export class BusChannel {
+  readonly conn: Deno.TcpConn;
+  readonly #limits: ChannelLimits;
+  readonly #counters: ByteCounters | null;
+  readonly #decoder: FrameDecoder;
+  #buf: Uint8Array;
+  #frames: Uint8Array[] = [];
+  #eof = false;
+  #opener: Opener | null = null;
+  #sealer: Sealer | null = null;
+  #out: OutItem[] = [];
+  #outBytes = 0;
+  #inflightBytes = 0;
+  #writing = false;
+  #closed = false;
+  #waiters: { limit: number; resolve: () => void }[] = [];
+  /** Why the channel closed itself, if it did. */
+  problem: string | null = null;
+  /** Bytes written and read on this connection. */
+  bytesOut = 0;
+  bytesIn = 0;
+
+  constructor(
+    conn: Deno.TcpConn,
+    limits: ChannelLimits,
+    counters: ByteCounters | null = null,
+  ) {
+    this.conn = conn;
+    this.#limits = limits;
+    this.#counters = counters;
+    this.#decoder = new FrameDecoder(limits.handshakeFrameBytes);
+    this.#buf = new Uint8Array(SMALL_READ);
+  }
+
+  /** True once closed by either side. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Bytes accepted by `send` and not yet written to the socket. */
+  get outboxBytes(): number {
+    return this.#outBytes + this.#inflightBytes;
+  }
+
+  /**
+   * The handshake is done: from the next message on, frames are sealed both ways under
+   * `session` (or stay plain on an open bus, `session` null), and may be as large as the
+   * peer bound.
+   */
+  trust(session: Session | null): void {
+    this.#opener = session?.opener ?? null;
+    this.#sealer = session?.sealer ?? null;
+    this.#decoder.setMax(this.#limits.frameBytes + 16);
+    this.#buf = new Uint8Array(LARGE_READ);
+  }
+
+  #fail(problem: string): void {
+    this.problem ??= problem;
+    this.close();
+  }
+
+  async #fill(): Promise<boolean> {
+    if (this.#eof || this.#closed) return false;
+    let n: number | null;
+    try {
+      n = await this.conn.read(this.#buf);
+    } catch {
+      n = null;
+    }
+    if (n === null) {
+      this.#eof = true;
+      return false;
+    }
+    this.bytesIn += n;
+    if (this.#counters) this.#counters.bytesIn += n;
+    const got = this.#decoder.push(this.#buf.subarray(0, n));
+    for (const f of got.frames) this.#frames.push(f);
+    if (got.error !== null) {
+      this.#eof = true;
+      this.problem ??= got.error;
+    }
+    return true;
+  }
+
+  /** Opens and parses one received frame; null (channel closed) when it is not valid. */
+  async #decode(frame: Uint8Array): Promise<BusMessage | null> {
+    let body = frame as Uint8Array<ArrayBuffer>;
+    if (this.#opener !== null) {
+      const plain = await this.#opener.open(body);
+      if (plain === null) {
+        this.#fail("a frame failed authentication");
+        return null;
+      }
+      body = plain;
+    }
+    const msg = parseMessage(bytesToString(body));
+    if (msg === null) {
+      this.#fail("not a bus message");
+      return null;
+    }
+    return msg;
+  }
+
+  /** The next message, or null at EOF or on a bad frame; throws PeerTimeout after `timeoutMs`. */
+  async next(timeoutMs?: number): Promise<BusMessage | null> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let timedOut = false;
+    if (this.#frames.length === 0 && timeoutMs !== undefined) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        this.close();
+      }, timeoutMs);
+    }
+    try {
+      while (this.#frames.length === 0) {
+        if (!(await this.#fill())) break;
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    if (timedOut) throw new PeerTimeout(`no answer within ${timeoutMs} ms`);
+    const frame = this.#frames.shift();
+    if (frame === undefined) {
+      if (this.problem !== null) this.close();
+      return null;
+    }
+    return await this.#decode(frame);
+  }
+
+  /** Every message received so far (waiting for at least one), or null at EOF or on a bad frame. */
+  async nextBatch(): Promise<BusMessage[] | null> {
+    const first = await this.next();
+    if (first === null) return null;
+    const out = [first];
+    while (this.#frames.length > 0) {
+      const msg = await this.#decode(this.#frames.shift()!);
+      if (msg === null) return null;
+      out.push(msg);
+    }
+    return out;
+  }
+
+  /**
+   * Queues a control message. Returns false when the channel is closed, or (unless
+   * `control`) when the outbox would pass its bound.
+   */
+  send(msg: BusMessage, control = true): boolean {
+    const body = formatMessage(msg);
+    return this.#queue({
+      body,
+      records: [],
+      bytes: body.length + 4,
+      sealer: this.#sealer,
+    }, control);
+  }
+
+  /**
+   * Queues records (AT lines). Returns false, queuing nothing, when the channel is closed
+   * or the outbox would pass its bound: the owner then drops the link and relies on
+   * catch-up.
+   */
+  sendRecords(records: string[], bytes?: number): boolean {
+    let n = bytes ?? 0;
+    if (bytes === undefined) { for (const r of records) n += r.length + 1; }
+    const last = this.#out.at(-1);
+    if (
+      last !== undefined && last.body === null && last.sealer === this.#sealer
+    ) {
+      if (this.#closed || this.outboxBytes + n > this.#limits.maxOutboxBytes) {
+        return false;
+      }
+      for (const r of records) last.records.push(r);
+      last.bytes += n;
+      this.#outBytes += n;
+      return true;
+    }
+    return this.#queue(
+      { body: null, records: records.slice(), bytes: n, sealer: this.#sealer },
+      false,
+    );
+  }
+
+  #queue(item: OutItem, control: boolean): boolean {
+    if (this.#closed) return false;
+    if (
+      !control && this.outboxBytes + item.bytes > this.#limits.maxOutboxBytes
+    ) {
+      return false;
+    }
+    this.#out.push(item);
+    this.#outBytes += item.bytes;
+    if (!this.#writing) {
+      this.#writing = true;
+      queueMicrotask(() => this.#writeLoop());
+    }
+    return true;
+  }
+
+  /** Resolves once at most `limit` bytes wait to be written, or the channel is closed. */
+  drained(limit = 0): Promise<void> {
+    if (this.#closed || this.outboxBytes <= limit) return Promise.resolve();
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#waiters.push({ limit, resolve });
+    return promise;
+  }
+
+  #notify(): void {
+    if (this.#waiters.length === 0) return;
+    const pending = this.outboxBytes;
+    const keep = [];
+    for (const w of this.#waiters) {
+      if (this.#closed || pending <= w.limit) w.resolve();
+      else keep.push(w);
+    }
+    this.#waiters = keep;
+  }
+
+  /** The frame bodies of the queued items, records merged into frames of about FLUSH_BYTES. */
+  static bodies(item: OutItem): string[] {
+    if (item.body !== null) return [item.body];
+    const out: string[] = [];
+    let part: string[] = [];
+    let bytes = 0;
+    for (const r of item.records) {
+      if (
+        part.length > 0 &&
+        (bytes + r.length > FLUSH_BYTES || part.length >= 4096)
+      ) {
+        out.push(formatMessage({ kind: "records", records: part }));
+        part = [];
+        bytes = 0;
+      }
+      part.push(r);
+      bytes += r.length + 1;
+    }
+    if (part.length > 0) {
+      out.push(formatMessage({ kind: "records", records: part }));
+    }
+    return out;
+  }
+
+  async #writeLoop(): Promise<void> {
+    try {
+      while (this.#out.length > 0 && !this.#closed) {
+        const items = this.#out;
+        this.#out = [];
+        this.#inflightBytes = this.#outBytes;
+        this.#outBytes = 0;
+        const frames: Uint8Array[] = [];
+        let size = 0;
+        for (const item of items) {
+          for (const body of BusChannel.bodies(item)) {
+            let bytes = stringToBytes(body) as Uint8Array<ArrayBuffer>;
+            if (item.sealer !== null) bytes = await item.sealer.seal(bytes);
+            const frame = encodeFrame(bytes);
+            frames.push(frame);
+            size += frame.length;
+          }
+        }
+        const all = frames.length === 1 ? frames[0] : new Uint8Array(size);
+        if (frames.length > 1) {
+          let off = 0;
+          for (const f of frames) {
+            all.set(f, off);
+            off += f.length;
+          }
+        }
+        await writeAll(this.conn, all);
+        this.bytesOut += all.length;
+        if (this.#counters) this.#counters.bytesOut += all.length;
+        this.#inflightBytes = 0;
+        this.#notify();
+      }
+    } catch {
+      this.close();
+    } finally {
+      this.#writing = false;
+      this.#inflightBytes = 0;
+      this.#notify();
+    }
+  }
+
+  /** Closes the connection (idempotent). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#out = [];
+    this.#outBytes = 0;
+    try {
+      this.conn.close();
+    } catch { /* already closed */ }
+    this.#notify();
+  }
+}

@@ -1,0 +1,438 @@
+/**
+ * The bus handshake and per-message authentication.
+ *
+ * ```
+ * dialer → acceptor   HELLO <dialer> <nonceD>
+ * acceptor → dialer   WELCOME <acceptor> <nonceA> <proofA>   (or REFUSED <reason>, close)
+ * dialer → acceptor   PROOF <proofD>                         (or REFUSED <reason>, close)
+ * acceptor → dialer   OK                                     (or REFUSED <reason>, close)
+ * ... then every frame in both directions is sealed (with a secret)
+ * ```
+ *
+ * - Proofs are HMAC-SHA-256 keyed by `HERD_SECRET` over a transcript of the protocol
+ *   version, the role, both names and both nonces, so a proof cannot be reflected or
+ *   replayed on a new connection (each side contributes a fresh 128-bit nonce). Without a
+ *   secret the proofs are `-` and the bus is open.
+ * - Session keys, the way Serf's keyring seals its gossip: HKDF-SHA-256 with the secret as
+ *   input key material, both nonces as salt, and the direction and both names as info,
+ *   gives one AES-256-GCM key per direction of each connection. Every frame after `OK` is
+ *   sealed under its direction's key with a 96-bit IV of 4 zero bytes and a 64-bit sequence
+ *   number that both sides count, so a frame that is altered, injected, dropped, reordered
+ *   or replayed fails to open and the link is dropped (catch-up then repairs what it lost).
+ * - The secret never travels and never appears in a log line or a refusal reason.
+ *
+ * @module
+ */
+
+import type { BusMessage } from "./codec.ts";
+
+const encoder = new TextEncoder();
+
+/** Protocol version, bound into every proof and key. */
+export const BUS_VERSION = "herd-bus-v1";
+
+/** A side of a connection. */
+export type Role = "dialer" | "acceptor";
+
+/** The secret, imported for the two uses it has; null on an open bus. */
+export interface BusKeys {
+  hmac: CryptoKey;
+  hkdf: CryptoKey;
+}
+
+/** A fresh random nonce (128 bits, lowercase hex). */
+export function nonce(): string {
+  return toHex(crypto.getRandomValues(new Uint8Array(16)));
+}
+
+/** Imports the herd secret (its UTF-8 bytes), or null without a secret. */
+export async function importSecret(
+  secret: string | undefined,
+): Promise<BusKeys | null> {
+  if (!secret) return null;
+  const raw = encoder.encode(secret);
+  const hmac = await crypto.subtle.importKey(
+    "raw",
+    raw,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign", "verify"],
+  );
+  const hkdf = await crypto.subtle.importKey("raw", raw, "HKDF", false, [
+    "deriveBits",
+  ]);
+  return { hmac, hkdf };
+}
+
+/** What a side proves: the version, its role, both names, both nonces. */
+export function transcript(
+  role: Role,
+  dialer: string,
+  acceptor: string,
+  nonceD: string,
+  nonceA: string,
+): Uint8Array<ArrayBuffer> {
+  return encoder.encode(
+    `${BUS_VERSION}|${role}|${dialer}|${acceptor}|${nonceD}|${nonceA}`,
+  );
+}
+
+/** The proof for `role`, lowercase hex; `-` without a secret. */
+export async function prove(
+  keys: BusKeys | null,
+  role: Role,
+  dialer: string,
+  acceptor: string,
+  nonceD: string,
+  nonceA: string,
+): Promise<string> {
+  if (keys === null) return "-";
+  const mac = await crypto.subtle.sign(
+    "HMAC",
+    keys.hmac,
+    transcript(role, dialer, acceptor, nonceD, nonceA),
+  );
+  return toHex(new Uint8Array(mac));
+}
+
+/** Checks a proof (Web Crypto verify, constant time); without a secret only `-` passes. */
+export async function verify(
+  keys: BusKeys | null,
+  proof: string,
+  role: Role,
+  dialer: string,
+  acceptor: string,
+  nonceD: string,
+  nonceA: string,
+): Promise<boolean> {
+  if (keys === null) return proof === "-";
+  if (!/^[0-9a-f]{64}$/.test(proof)) return false;
+  return await crypto.subtle.verify(
+    "HMAC",
+    keys.hmac,
+    fromHex(proof),
+    transcript(role, dialer, acceptor, nonceD, nonceA),
+  );
+}
+
+/** Why a proof did not verify, without saying anything about the secret itself. */
+export function proofProblem(keys: BusKeys | null, proof: string): string {
+  if (keys === null) return "peer uses a secret and this node has none";
+  if (proof === "-") return "peer has no secret and this node has one";
+  return "wrong secret";
+}
+
+/** The HKDF `info` of the key for frames sent by `from`. */
+export function keyInfo(from: Role, dialer: string, acceptor: string): string {
+  return `${BUS_VERSION} ${from} ${dialer} ${acceptor}`;
+}
+
+/** The 256-bit key for the frames `from` sends on the connection with these nonces. */
+export async function directionKeyBits(
+  keys: BusKeys,
+  from: Role,
+  dialer: string,
+  acceptor: string,
+  nonceD: string,
+  nonceA: string,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const salt = new Uint8Array(32);
+  salt.set(fromHex(nonceD), 0);
+  salt.set(fromHex(nonceA), 16);
+  const bits = await crypto.subtle.deriveBits(
+    {
+      name: "HKDF",
+      hash: "SHA-256",
+      salt,
+      info: encoder.encode(keyInfo(from, dialer, acceptor)),
+    },
+    keys.hkdf,
+    256,
+  );
+  return new Uint8Array(bits);
+}
+
+/** Both directions of one connection, from the point of view of `role`. */
+export interface Session {
+  sealer: Sealer;
+  opener: Opener;
+}
+
+/** The sealer (frames `role` sends) and opener (frames it receives) of one connection. */
+export async function session(
+  keys: BusKeys,
+  role: Role,
+  dialer: string,
+  acceptor: string,
+  nonceD: string,
+  nonceA: string,
+): Promise<Session> {
+  const other: Role = role === "dialer" ? "acceptor" : "dialer";
+  const [mine, theirs] = await Promise.all([
+    directionKeyBits(keys, role, dialer, acceptor, nonceD, nonceA),
+    directionKeyBits(keys, other, dialer, acceptor, nonceD, nonceA),
+  ]);
+  return {
+    sealer: new Sealer(await aesKey(mine, "encrypt")),
+    opener: new Opener(await aesKey(theirs, "decrypt")),
+  };
+}
+
+function aesKey(
+  bits: Uint8Array<ArrayBuffer>,
+  use: "encrypt" | "decrypt",
+): Promise<CryptoKey> {
+  return crypto.subtle.importKey("raw", bits, "AES-GCM", false, [use]);
+}
+
+/** The IV of frame number `seq`: 4 zero bytes, then `seq` as 64 bits big-endian. */
+export function ivOf(seq: number): Uint8Array<ArrayBuffer> {
+  const iv = new Uint8Array(12);
+  const view = new DataView(iv.buffer);
+  view.setUint32(4, Math.floor(seq / 2 ** 32));
+  view.setUint32(8, seq >>> 0);
+  return iv;
+}
+
+const AAD = encoder.encode(BUS_VERSION);
+
+/** Seals the frames of one direction in order (AES-256-GCM, 16-byte tag). */
+export class Sealer {
+  readonly #key: CryptoKey;
+  #seq = 0;
+
+  constructor(key: CryptoKey) {
+    this.#key = key;
+  }
+
+  /** Frames sealed so far. */
+  get seq(): number {
+    return this.#seq;
+  }
+
+  /** The ciphertext of the next frame. Callers must seal frames in the order they send them. */
+  async seal(plain: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+    const iv = ivOf(this.#seq++);
+    return new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: AAD },
+        this.#key,
+        plain,
+      ),
+    );
+  }
+}
+
+/** Opens the frames of one direction, each exactly once and in order. */
+export class Opener {
+  readonly #key: CryptoKey;
+  #seq = 0;
+
+  constructor(key: CryptoKey) {
+    this.#key = key;
+  }
+
+  /**
+   * The plaintext of the next frame, or null when it is not the next frame sealed under
+   * this key (altered, injected, dropped, reordered or replayed): the link is then unusable.
+   */
+  async open(
+    cipher: Uint8Array<ArrayBuffer>,
+  ): Promise<Uint8Array<ArrayBuffer> | null> {
+    const iv = ivOf(this.#seq++);
+    try {
+      return new Uint8Array(
+        await crypto.subtle.decrypt(
+          { name: "AES-GCM", iv, additionalData: AAD },
+          this.#key,
+          cipher,
+        ),
+      );
+    } catch {
+      return null;
+    }
+  }
+}
+
+/** Lowercase hex of bytes. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Bytes of valid lowercase hex (checked by the caller). */
+export function fromHex(hex: string): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) {
+    out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  }
+  return out;
+}
+
+/** What the handshake needs of a connection (a `BusChannel`). */
+export interface HandshakeWire {
+  send(msg: BusMessage): boolean;
+  /** The next message, null at EOF or on a bad frame; throws when `timeoutMs` passes. */
+  next(timeoutMs: number): Promise<BusMessage | null>;
+  drained(): Promise<void>;
+  trust(session: Session | null): void;
+  readonly problem: string | null;
+}
+
+/** How a handshake ended. */
+export type HandshakeResult =
+  | { ok: true; peer: string; authenticated: boolean }
+  | {
+    ok: false;
+    /** `refused`: a real refusal, worth a warning; `unanswered`: a peer that went quiet. */
+    kind: "refused" | "unanswered";
+    peer: string;
+    reason: string;
+  };
+
+/** The next message before `deadline`, or null on EOF, a bad frame or the deadline. */
+async function nextBefore(
+  wire: HandshakeWire,
+  deadline: number,
+): Promise<BusMessage | null | "timeout"> {
+  try {
+    return await wire.next(Math.max(1, deadline - Date.now()));
+  } catch {
+    return "timeout";
+  }
+}
+
+/** Tells the other side why, waits for it to leave, and reports the refusal. */
+async function refuse(
+  wire: HandshakeWire,
+  peer: string,
+  reason: string,
+  tell = true,
+): Promise<HandshakeResult> {
+  reason = reason.replace(/[^\x20-\x7e]/g, "?").slice(0, 200).trim() ||
+    "refused";
+  if (tell) {
+    wire.send({ kind: "refused", reason });
+    await wire.drained();
+  }
+  return { ok: false, kind: "refused", peer, reason };
+}
+
+/** The dialer's side: introduce ourselves to `peer` and prove we hold the secret. */
+export async function dialerHandshake(
+  wire: HandshakeWire,
+  keys: BusKeys | null,
+  self: string,
+  peer: string,
+  timeoutMs: number,
+): Promise<HandshakeResult> {
+  const deadline = Date.now() + timeoutMs;
+  const nonceD = nonce();
+  wire.send({ kind: "hello", node: self, nonce: nonceD });
+  const welcome = await nextBefore(wire, deadline);
+  if (welcome === "timeout") {
+    return {
+      ok: false,
+      kind: "unanswered",
+      peer,
+      reason: "no answer to HELLO",
+    };
+  }
+  if (welcome === null) {
+    if (wire.problem !== null) {
+      return refuse(wire, peer, "not a herd node", false);
+    }
+    return {
+      ok: false,
+      kind: "unanswered",
+      peer,
+      reason: "closed during the handshake",
+    };
+  }
+  if (welcome.kind === "refused") {
+    return refuse(wire, peer, welcome.reason, false);
+  }
+  if (welcome.kind !== "welcome") {
+    return refuse(wire, peer, "not a herd node", false);
+  }
+  if (welcome.node !== peer) {
+    wire.send({ kind: "refused", reason: `expected ${peer}` });
+    await wire.drained();
+    return refuse(wire, peer, "answered under another name", false);
+  }
+  const nonceA = welcome.nonce;
+  if (
+    !await verify(keys, welcome.proof, "acceptor", self, peer, nonceD, nonceA)
+  ) {
+    return refuse(wire, peer, proofProblem(keys, welcome.proof));
+  }
+  wire.send({
+    kind: "proof",
+    proof: await prove(keys, "dialer", self, peer, nonceD, nonceA),
+  });
+  const ok = await nextBefore(wire, deadline);
+  if (ok === null || ok === "timeout" || ok.kind !== "ok") {
+    const reason = ok !== null && ok !== "timeout" && ok.kind === "refused"
+      ? ok.reason
+      : "no OK";
+    return refuse(wire, peer, reason, false);
+  }
+  wire.trust(
+    keys === null
+      ? null
+      : await session(keys, "dialer", self, peer, nonceD, nonceA),
+  );
+  return { ok: true, peer, authenticated: keys !== null };
+}
+
+/** The acceptor's side: `isNeighbor` says who may connect. */
+export async function acceptorHandshake(
+  wire: HandshakeWire,
+  keys: BusKeys | null,
+  self: string,
+  isNeighbor: (name: string) => boolean,
+  timeoutMs: number,
+): Promise<HandshakeResult> {
+  const deadline = Date.now() + timeoutMs;
+  const hello = await nextBefore(wire, deadline);
+  if (hello === null || hello === "timeout" || hello.kind !== "hello") {
+    const reason = hello === "timeout"
+      ? "no HELLO in time"
+      : wire.problem ?? "expected HELLO";
+    if (hello === null || hello === "timeout") {
+      return { ok: false, kind: "unanswered", peer: "", reason };
+    }
+    return refuse(wire, "", "expected HELLO");
+  }
+  const peer = hello.node;
+  if (!isNeighbor(peer)) {
+    return refuse(wire, peer, `${self} does not list ${peer} as a neighbor`);
+  }
+  const nonceD = hello.nonce;
+  const nonceA = nonce();
+  wire.send({
+    kind: "welcome",
+    node: self,
+    nonce: nonceA,
+    proof: await prove(keys, "acceptor", peer, self, nonceD, nonceA),
+  });
+  const proof = await nextBefore(wire, deadline);
+  if (proof === null || proof === "timeout") {
+    return refuse(wire, peer, "no proof");
+  }
+  if (proof.kind === "refused") {
+    return refuse(wire, peer, `peer refused us: ${proof.reason}`);
+  }
+  if (proof.kind !== "proof") return refuse(wire, peer, "malformed proof");
+  if (!await verify(keys, proof.proof, "dialer", peer, self, nonceD, nonceA)) {
+    return refuse(wire, peer, proofProblem(keys, proof.proof));
+  }
+  wire.send({ kind: "ok" });
+  wire.trust(
+    keys === null
+      ? null
+      : await session(keys, "acceptor", peer, self, nonceD, nonceA),
+  );
+  return { ok: true, peer, authenticated: keys !== null };
+}

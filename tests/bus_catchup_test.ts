@@ -1,0 +1,169 @@
+/**
+ * Specification of catch-up (`lib/bus/catchup.ts`) with a fake wire and a real digest: the
+ * dialer sends only what the acceptor lacks or holds older, and the lists a peer sends it
+ * are bounded in entries and bytes.
+ */
+
+import assert from "assert";
+import type { BusMessage } from "../lib/bus/codec.ts";
+import { CatchupDialer, lineHash } from "../lib/bus/catchup.ts";
+import { newStats } from "../lib/bus/types.ts";
+import { bucketOf, Digest } from "../lib/digest.ts";
+import { clientOf } from "../lib/record.ts";
+
+/** A store of `records` as catch-up sees it. */
+function storeOf(records: string[]) {
+  const digest = new Digest();
+  for (const r of records) digest.replace(clientOf(r), undefined, r);
+  return {
+    digest,
+    loaded: Promise.resolve(),
+    recordsIn: (buckets: Set<number>) =>
+      records.filter((r) => buckets.has(bucketOf(clientOf(r)))),
+  };
+}
+
+/** A wire that keeps what is sent. */
+function wire() {
+  const sent: BusMessage[] = [];
+  return {
+    sent,
+    closed: false,
+    outboxBytes: 0,
+    send(msg: BusMessage) {
+      sent.push(msg);
+      return true;
+    },
+    drained: () => Promise.resolve(),
+  };
+}
+
+const at = (client: string, time: string) =>
+  `AT Alford +0.000000000 ${client} +1+1 ${time}`;
+
+Deno.test("catch-up dialer: sends only the records the acceptor lacks, holds older, or holds with other bytes", async () => {
+  const mine = [
+    at("same", "5"),
+    at("newer", "9"),
+    at("missing", "1"),
+    at("tie", "3"),
+  ];
+  const theirs = [
+    at("same", "5"),
+    at("newer", "8"),
+    `AT Ball +0.000000000 tie +1+1 3`,
+    at("theirs-only", "2"),
+  ];
+  const w = wire();
+  const pushed: string[] = [];
+  const dialer = new CatchupDialer(
+    storeOf(mine),
+    w,
+    (records) => (pushed.push(...records), true),
+    { entries: 100, bytes: 10_000 },
+    1024 * 1024,
+  );
+  const stats = newStats();
+  dialer.sum();
+  assert.equal(w.sent[0].kind, "sum");
+  const buckets = storeOf(theirs).digest.encode();
+  assert.equal(
+    await dialer.handle({ kind: "buckets", digest: buckets }, stats, () => {}),
+    null,
+  );
+  const diff = w.sent[1];
+  assert.equal(diff.kind, "diff");
+  const entries = theirs.map((r) => ({
+    client: clientOf(r),
+    time: r.split(" ")[5],
+    hash: lineHash(r),
+  }));
+  assert.equal(
+    await dialer.handle({ kind: "have", entries }, stats, () => {}),
+    null,
+  );
+  let done: number | null = null;
+  assert.equal(
+    await dialer.handle({ kind: "have-end" }, stats, (n) => (done = n)),
+    null,
+  );
+  assert.deepEqual(pushed.sort(), [
+    at("missing", "1"),
+    at("newer", "9"),
+    at("tie", "3"),
+  ]);
+  assert.equal(done, 3);
+  assert.deepEqual(w.sent.at(-1), { kind: "synced", count: 3 });
+  assert.equal(dialer.syncing, false);
+});
+
+Deno.test("catch-up dialer: HAVE lists past their bound in entries or bytes, or out of turn, drop the link", async () => {
+  const stats = newStats();
+  const start = async (bound: { entries: number; bytes: number }) => {
+    const d = new CatchupDialer(
+      storeOf([at("kiwi", "1")]),
+      wire(),
+      () => true,
+      bound,
+      1024 * 1024,
+    );
+    d.sum();
+    await d.handle(
+      { kind: "buckets", digest: new Digest().encode() },
+      stats,
+      () => {},
+    );
+    return d;
+  };
+  const entry = (i: number, time = "1") => ({
+    client: `c${i}`,
+    time,
+    hash: "01234567",
+  });
+  const byCount = await start({ entries: 3, bytes: 1_000_000 });
+  assert.equal(
+    await byCount.handle(
+      { kind: "have", entries: [entry(1), entry(2)] },
+      stats,
+      () => {},
+    ),
+    null,
+  );
+  assert.equal(
+    await byCount.handle(
+      { kind: "have", entries: [entry(3), entry(4)] },
+      stats,
+      () => {},
+    ),
+    "HAVE lists over 3 entries",
+  );
+  const byBytes = await start({ entries: 1000, bytes: 1000 });
+  assert.equal(
+    await byBytes.handle(
+      { kind: "have", entries: [entry(1, "9".repeat(2000))] },
+      stats,
+      () => {},
+    ),
+    "HAVE lists over 1000 bytes",
+  );
+  const early = new CatchupDialer(storeOf([]), wire(), () => true, {
+    entries: 9,
+    bytes: 9,
+  }, 1024);
+  assert.equal(
+    await early.handle({ kind: "have", entries: [entry(1)] }, stats, () => {}),
+    "HAVE without DIFF",
+  );
+  assert.equal(
+    await early.handle({ kind: "have-end" }, stats, () => {}),
+    "HAVE-END without DIFF",
+  );
+  assert.equal(
+    await early.handle(
+      { kind: "sum", root: "0123456789abcdef" },
+      stats,
+      () => {},
+    ),
+    "unexpected sum on an outbound link",
+  );
+});

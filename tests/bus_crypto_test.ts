@@ -1,0 +1,137 @@
+/**
+ * Specification of the bus crypto (`lib/bus/handshake.ts`): known-answer vectors for the
+ * HMAC proofs and the HKDF session keys (pinned, and recomputed with `node:crypto` as an
+ * independent implementation), and AES-GCM frames that open once, in order, unaltered.
+ */
+
+import assert from "assert";
+import { createHmac, hkdfSync } from "node:crypto";
+import {
+  directionKeyBits,
+  importSecret,
+  ivOf,
+  keyInfo,
+  prove,
+  session,
+  toHex,
+  transcript,
+  verify,
+} from "../lib/bus/handshake.ts";
+
+const SECRET = "correct horse battery staple";
+const ND = "000102030405060708090a0b0c0d0e0f";
+const NA = "f0e0d0c0b0a090807060504030201000";
+
+Deno.test("handshake KAT: proofs are HMAC-SHA-256 of the versioned transcript, one per role", async () => {
+  const keys = await importSecret(SECRET);
+  const d = await prove(keys, "dialer", "Alford", "Ball", ND, NA);
+  const a = await prove(keys, "acceptor", "Alford", "Ball", ND, NA);
+  assert.equal(
+    d,
+    "840f6c211b3b98d84a4de2a3fbf94d0e37cc4232496f401c4f694fa9e212f0dc",
+  );
+  assert.equal(
+    a,
+    "ea9df7cf6da2d44a9e4ff0ac9ae97b36fe5589d1035c8affe534b39c7a0a71cb",
+  );
+  assert.equal(
+    new TextDecoder().decode(transcript("dialer", "Alford", "Ball", ND, NA)),
+    `herd-bus-v1|dialer|Alford|Ball|${ND}|${NA}`,
+  );
+  for (const role of ["dialer", "acceptor"] as const) {
+    const mac = createHmac("sha256", SECRET).update(
+      `herd-bus-v1|${role}|Alford|Ball|${ND}|${NA}`,
+    ).digest("hex");
+    assert.equal(await prove(keys, role, "Alford", "Ball", ND, NA), mac);
+  }
+  assert.ok(await verify(keys, d, "dialer", "Alford", "Ball", ND, NA));
+  // Reflected (the other role), replayed on another nonce, or without a secret: refused.
+  assert.ok(!await verify(keys, d, "acceptor", "Alford", "Ball", ND, NA));
+  assert.ok(!await verify(keys, d, "dialer", "Alford", "Ball", NA, ND));
+  assert.ok(!await verify(keys, "-", "dialer", "Alford", "Ball", ND, NA));
+  assert.ok(await verify(null, "-", "dialer", "Alford", "Ball", ND, NA));
+  assert.ok(!await verify(null, d, "dialer", "Alford", "Ball", ND, NA));
+  assert.equal(await prove(null, "dialer", "Alford", "Ball", ND, NA), "-");
+});
+
+Deno.test("handshake KAT: session keys are HKDF-SHA-256(secret, nonceD || nonceA, direction and names)", async () => {
+  const keys = (await importSecret(SECRET))!;
+  const dialer = toHex(
+    await directionKeyBits(keys, "dialer", "Alford", "Ball", ND, NA),
+  );
+  const acceptor = toHex(
+    await directionKeyBits(keys, "acceptor", "Alford", "Ball", ND, NA),
+  );
+  assert.equal(
+    dialer,
+    "9ee08296b5288e1928710b58a16b4392c8706ab1618224300d47bf6396de6298",
+  );
+  assert.equal(
+    acceptor,
+    "b7084cc01ce11069f4793fb762892b97c4d1574f93308defd308c3200d9152dd",
+  );
+  for (const [from, got] of [["dialer", dialer], ["acceptor", acceptor]]) {
+    const want = Buffer.from(
+      hkdfSync(
+        "sha256",
+        SECRET,
+        Buffer.from(ND + NA, "hex"),
+        keyInfo(from as "dialer", "Alford", "Ball"),
+        32,
+      ),
+    ).toString("hex");
+    assert.equal(got, want);
+  }
+  // Another connection (other nonces) has other keys.
+  const other = toHex(
+    await directionKeyBits(keys, "dialer", "Alford", "Ball", NA, ND),
+  );
+  assert.notEqual(other, dialer);
+});
+
+Deno.test("sealed frames: opened once each, in order; altered, reordered, replayed, dropped or cross-direction frames fail", async () => {
+  const keys = (await importSecret(SECRET))!;
+  const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
+  const a = await session(keys, "acceptor", "Alford", "Ball", ND, NA);
+  const enc = (s: string) => new TextEncoder().encode(s);
+  const frames = [];
+  for (const m of ["one", "two", "three"]) {
+    frames.push(await d.sealer.seal(enc(m)));
+  }
+  // A ciphertext hides its text and carries a 16-byte tag.
+  assert.equal(frames[0].length, 3 + 16);
+  assert.ok(!new TextDecoder().decode(frames[0]).includes("one"));
+  const fresh = () => session(keys, "acceptor", "Alford", "Ball", ND, NA);
+  // In order: all open.
+  for (const [i, m] of ["one", "two", "three"].entries()) {
+    assert.equal(
+      new TextDecoder().decode((await a.opener.open(frames[i]))!),
+      m,
+    );
+  }
+  // Replayed: the next expected number is 3, not 0.
+  assert.equal(await a.opener.open(frames[0]), null);
+  // Reordered or dropped: frame 1 where frame 0 is expected.
+  assert.equal(await (await fresh()).opener.open(frames[1]), null);
+  // Altered: one bit flipped anywhere.
+  for (const at of [0, 2, frames[0].length - 1]) {
+    const bad = frames[0].slice();
+    bad[at] ^= 1;
+    assert.equal(await (await fresh()).opener.open(bad), null);
+  }
+  // Cross-direction: the dialer cannot open its own frames (each direction has its key).
+  assert.equal(await d.opener.open(frames[0]), null);
+  // Another secret: nothing opens.
+  const mallory = (await importSecret("another secret of enough bits"))!;
+  const m = await session(mallory, "acceptor", "Alford", "Ball", ND, NA);
+  assert.equal(await m.opener.open(frames[0]), null);
+});
+
+Deno.test("ivOf: 4 zero bytes then the sequence number as 64 bits big-endian", () => {
+  assert.deepEqual([...ivOf(0)], Array(12).fill(0));
+  assert.deepEqual([...ivOf(1)], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+  assert.deepEqual(
+    [...ivOf(2 ** 32 + 2)],
+    [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2],
+  );
+});
