@@ -14,7 +14,7 @@
 
 import { stringToBytes } from "./bytes.ts";
 import type { LineFramer } from "./lines.ts";
-import { writeAll } from "./log.ts";
+import { writeAll } from "./write_all.ts";
 
 /** Thrown by `nextLine` when its deadline passes. */
 export class PeerTimeout extends Error {

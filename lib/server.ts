@@ -18,8 +18,9 @@
 import { stringToBytes } from "./bytes.ts";
 import { Gate } from "./gate.ts";
 import { LineFramer } from "./lines.ts";
-import { type NodeLog, writeAll } from "./log.ts";
+import type { NodeLog } from "./log.ts";
 import { formatInvalid } from "./protocol.ts";
+import { writeAll } from "./write_all.ts";
 
 /** What the node does with client lines and peer hand-offs. */
 export interface ConnectionHandler {
