@@ -37,7 +37,7 @@ import {
   type WhatsatCommand,
 } from "./protocol.ts";
 import { clientOf, formatAt } from "./record.ts";
-import { Server, type Session } from "./server.ts";
+import { Server, SERVER_DEFAULTS, type Session } from "./server.ts";
 import { Store } from "./store.ts";
 import type { Topology } from "./topology.ts";
 
@@ -123,6 +123,11 @@ export class HerdNode {
   /** The node's log. */
   get log(): NodeLog {
     return this.#log;
+  }
+
+  /** The client side (its `stats` count connections, refusals and pauses). */
+  get server(): Server {
+    return this.#server;
   }
 
   /** The neighbor pool. */
@@ -259,6 +264,7 @@ export class HerdNode {
         session.replyLater(
           this.#store.loaded.then(() => this.#whatsatWhenDurable(line, cmd))
             .catch(() => formatInvalid(line)),
+          SERVER_DEFAULTS.maxReplyBytes,
         );
       }
     } else {
@@ -273,6 +279,7 @@ export class HerdNode {
     } else {
       session.replyLater(
         this.#whatsatWhenDurable(line, cmd).catch(() => formatInvalid(line)),
+        SERVER_DEFAULTS.maxReplyBytes,
       );
     }
   }
@@ -334,7 +341,19 @@ export class HerdNode {
     if (answer.results.length > cmd.bound) {
       answer = { ...answer, results: answer.results.slice(0, cmd.bound) };
     }
-    return formatWhatsat(held, utf8ByteString(placesJson(answer)));
+    const reply = formatWhatsat(held, utf8ByteString(placesJson(answer)));
+    // The session counted this reply at its largest size: hold the node to it.
+    if (reply.length <= SERVER_DEFAULTS.maxReplyBytes) return reply;
+    return formatWhatsat(
+      held,
+      placesJson({
+        html_attributions: [],
+        results: [],
+        status: "UNKNOWN_ERROR",
+        error_message:
+          `places answer over ${SERVER_DEFAULTS.maxReplyBytes} bytes`,
+      }),
+    );
   }
 
   /**
