@@ -25,6 +25,7 @@
 import { utf8ByteString } from "./bytes.ts";
 import { type Clock, formatSkew, systemClock } from "./clock.ts";
 import { Flood } from "./flood.ts";
+import { IdleGc } from "./idle_gc.ts";
 import type { LineFramer } from "./lines.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
@@ -90,6 +91,7 @@ export class HerdNode {
   #store!: Store;
   #server!: Server;
   #flood!: Flood;
+  #idleGc: IdleGc | null = null;
   #lock: Deno.FsFile | null = null;
   #clock: Clock;
   #started = false;
@@ -197,6 +199,8 @@ export class HerdNode {
     }
     this.#started = true;
     this.#flood.start();
+    this.#idleGc = new IdleGc({ activity: () => this.#server.activity });
+    this.#idleGc.start();
     // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s
     // cold); starting it a moment after listening lets the other nodes of a herd that start
     // together come up first. A WHATSAT before then starts it at once.
@@ -397,6 +401,7 @@ export class HerdNode {
     if (!this.#started) return;
     this.#log.event("stopping");
     clearTimeout(this.#warmTimer);
+    this.#idleGc?.stop();
     await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
     // Links wait for the store's load before catching up: abandon it so they let go now.
     this.#store.stopLoading();

@@ -100,6 +100,10 @@ export interface ServerStats {
   poolMisses: number;
   /** Pooled buffers lent now (at most `poolBuffers`). */
   poolLent: number;
+  /** Connections accepted, in all. */
+  accepted: number;
+  /** Client lines handled, in all. */
+  lines: number;
 }
 
 interface Item {
@@ -340,6 +344,8 @@ export class Server {
   #accepting: Promise<void> | null = null;
   #refused = 0;
   #paused = 0;
+  #accepted = 0;
+  #lines = 0;
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
@@ -373,7 +379,14 @@ export class Server {
       paused,
       poolMisses: this.#pool.misses,
       poolLent: this.#pool.lent,
+      accepted: this.#accepted,
+      lines: this.#lines,
     };
+  }
+
+  /** A number that changes whenever a connection is accepted or a line handled (cheap). */
+  get activity(): number {
+    return this.#accepted + this.#lines;
   }
 
   /** Binds the port; throws Deno.errors.AddrInUse and friends for the caller to report. */
@@ -410,6 +423,7 @@ export class Server {
         continue;
       }
       const id = this.nextId();
+      this.#accepted++;
       try {
         conn.setNoDelay(true);
       } catch { /* the peer may already be gone */ }
@@ -442,6 +456,7 @@ export class Server {
       const wait = session.room();
       if (wait) await wait;
       if (session.broken) return false;
+      this.#lines++;
       log.traffic(id, "in", line);
       handler.line(line, session);
       return true;
