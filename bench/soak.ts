@@ -11,7 +11,9 @@
  * deno task soak                       # every attack, full size
  * deno task soak --only=pipeline,idle  # some attacks
  * deno task soak --scale=0.1           # smaller counts (a quick look)
- * deno task soak --heap                # also a heap snapshot summary at each peak
+ * deno task soak --heap                # also the JS heap at each peak (slow; inflates RSS)
+ * deno task soak --gc                  # also RSS after a full GC forced through the inspector
+ * deno task soak --node-env=K=V --v8-flags=--max-semi-space-size=1  # the node's env and V8
  * ```
  *
  * Half of the churned connections close with a TCP RST: Deno has no SO_LINGER, so those
@@ -34,7 +36,10 @@ const { values: flags } = parseArgs({
     only: { type: "string" },
     scale: { type: "string", default: "1" },
     heap: { type: "boolean", default: false },
+    gc: { type: "boolean", default: false },
     seed: { type: "string", default: "9" },
+    "node-env": { type: "string", multiple: true, default: [] },
+    "v8-flags": { type: "string" },
   },
 });
 const SCALE = Number(flags.scale);
@@ -109,7 +114,8 @@ async function startNode(): Promise<void> {
       "--allow-read",
       `--allow-write=${dir}`,
       "--allow-env",
-      ...(flags.heap ? [`--inspect=127.0.0.1:${INSPECT}`] : []),
+      ...(flags.heap || flags.gc ? [`--inspect=127.0.0.1:${INSPECT}`] : []),
+      ...(flags["v8-flags"] ? [`--v8-flags=${flags["v8-flags"]}`] : []),
       `${ROOT}/main.ts`,
       "--name",
       "Alford",
@@ -118,7 +124,10 @@ async function startNode(): Promise<void> {
       "--data",
       dir,
     ],
-    env: { PLACES_PROVIDER: "offline" },
+    env: {
+      PLACES_PROVIDER: "offline",
+      ...Object.fromEntries(flags["node-env"].map((kv) => kv.split("="))),
+    },
     stdout: "piped",
     stderr: "piped",
     stdin: "null",
@@ -280,14 +289,22 @@ async function attack(
   await sleep(settleMs);
   await watch.stop();
   const after = rssKb();
-  const stopped = await stopNode();
   const mb = (kb: number) => (kb / 1024).toFixed(0);
+  const mbSigned = (kb: number) => `${kb >= 0 ? "+" : ""}${mb(kb)}`;
+  if (flags.heap) console.log(`${name} after: ${await memoryUsage()}`);
+  let collected = "";
+  if (flags.gc) {
+    await devtools("HeapProfiler.collectGarbage", {});
+    await sleep(1000);
+    collected = `, after a full GC ${mbSigned(rssKb() - before)} MB`;
+  }
+  const stopped = await stopNode();
   const row =
     `${name.padEnd(9)} ${secs}s  RSS before ${mb(before)} MB, peak +${
       mb(watch.peakKb - before)
-    } MB, after ${settleMs / 1000}s ${after >= before ? "+" : ""}${
-      mb(after - before)
-    } MB; ${watch.summary()}; ` +
+    } MB, after ${settleMs / 1000}s ${
+      mbSigned(after - before)
+    } MB${collected}; ${watch.summary()}; ` +
     `terminal +${
       printed.out + printed.err - printedBefore
     } lines; ${detail}; node ${stopped}`;
@@ -582,7 +599,7 @@ async function heapSummary(label: string): Promise<void> {
   let total = 0;
   for (let i = 0; i < snap.nodes.length; i += F) {
     const type = types[snap.nodes[i + iType]];
-    const name = type === "object" || type === "native"
+    const name = type === "object" || type === "native" || type === "closure"
       ? `${type}:${snap.strings[snap.nodes[i + iName]]}`.slice(0, 60)
       : type;
     const size = snap.nodes[i + iSize];
