@@ -13,6 +13,8 @@
  *
  * `gc` comes from V8's `--expose-gc`, switched on at run time through `node:v8` and read
  * from a fresh context through `node:vm`; where that is not possible, this does nothing.
+ * Both are imported the first time a collection is due, not at start: importing `node:vm`
+ * takes about 55 ms, and a node must listen within half a second of its start.
  *
  * @example
  * ```ts
@@ -23,9 +25,6 @@
  * ```
  * @module
  */
-
-import { setFlagsFromString } from "node:v8";
-import { runInNewContext } from "node:vm";
 
 /** When a quiet node collects its garbage. */
 export const IDLE_GC_DEFAULTS = {
@@ -51,7 +50,9 @@ export interface IdleGcOptions extends Partial<typeof IDLE_GC_DEFAULTS> {
 export class IdleGc {
   readonly #activity: () => number;
   readonly #heap: () => number;
-  readonly #gc: (() => void) | null;
+  /** The collector; undefined until first needed and loaded, null where unavailable. */
+  #gc: (() => void) | null | undefined;
+  #loading = false;
   readonly #intervalMs: number;
   readonly #growth: number;
   readonly #quietBelow: number;
@@ -64,7 +65,7 @@ export class IdleGc {
   constructor(opts: IdleGcOptions) {
     this.#activity = opts.activity;
     this.#heap = opts.heapBytes ?? (() => Deno.memoryUsage().heapTotal);
-    this.#gc = opts.gc === undefined ? v8Gc() : opts.gc;
+    this.#gc = opts.gc;
     this.#intervalMs = opts.intervalMs ?? IDLE_GC_DEFAULTS.intervalMs;
     this.#growth = opts.growthBytes ?? IDLE_GC_DEFAULTS.growthBytes;
     this.#quietBelow = opts.quietBelow ?? IDLE_GC_DEFAULTS.quietBelow;
@@ -73,7 +74,7 @@ export class IdleGc {
 
   /** Starts looking; the timer never keeps the process alive. */
   start(): void {
-    if (this.#gc === null || this.#timer !== undefined) return;
+    if (this.#timer !== undefined) return;
     this.#timer = setInterval(() => this.tick(), this.#intervalMs);
     Deno.unrefTimer(this.#timer);
   }
@@ -85,6 +86,14 @@ export class IdleGc {
     this.#last = now;
     if (!quiet || this.#gc === null) return;
     if (this.#heap() < this.#floor + this.#growth) return;
+    if (this.#gc === undefined) {
+      // Loaded now, used from the next look on.
+      if (!this.#loading) {
+        this.#loading = true;
+        v8Gc().then((gc) => this.#gc = gc);
+      }
+      return;
+    }
     this.#gc();
     this.collections++;
     this.#floor = this.#heap();
@@ -97,8 +106,10 @@ export class IdleGc {
 }
 
 /** V8's full collection, or null where the flag cannot be set. */
-function v8Gc(): (() => void) | null {
+async function v8Gc(): Promise<(() => void) | null> {
   try {
+    const { setFlagsFromString } = await import("node:v8");
+    const { runInNewContext } = await import("node:vm");
     setFlagsFromString("--expose-gc");
     const gc = runInNewContext("gc");
     return typeof gc === "function" ? gc : null;
