@@ -213,13 +213,17 @@ async function ask(
 
 // ---------------------------------------------------------------- measuring
 
-/** RSS every 50 ms, and an innocent client every 100 ms, while an attack runs. */
+/** RSS every 50 ms, and an innocent client (bench/soak_probe.ts) every 100 ms, while an attack runs. */
 class Watch {
   peakKb = 0;
   readonly latencies: number[] = [];
   failures = 0;
   #stop = false;
   #loops: Promise<void>[] = [];
+  /** The innocent client runs in a worker: the attackers' work here never delays it. */
+  readonly #probe = new Worker(new URL("./soak_probe.ts", import.meta.url), {
+    type: "module",
+  });
 
   start(): this {
     this.#loops.push((async () => {
@@ -228,29 +232,20 @@ class Watch {
         await sleep(50);
       }
     })());
-    this.#loops.push((async () => {
-      for (let i = 0; !this.#stop && i < 100_000; i++) {
-        const t0 = performance.now();
-        try {
-          const got = await ask(
-            `IAMAT probe-${i} +1+1 ${Math.floor(Date.now() / 1000)}.5\n`,
-            "\n",
-            5000,
-          );
-          if (!got.startsWith("AT ")) this.failures++;
-          this.latencies.push(performance.now() - t0);
-        } catch {
-          this.failures++;
-          this.latencies.push(performance.now() - t0);
-        }
-        await sleep(100);
-      }
-    })());
+    this.#probe.postMessage(PORT);
     return this;
   }
 
   async stop(): Promise<void> {
     this.#stop = true;
+    const done = new Promise<{ latencies: number[]; failures: number }>((r) =>
+      this.#probe.onmessage = (e) => r(e.data)
+    );
+    this.#probe.postMessage("stop");
+    const { latencies, failures } = await within(done, 10_000, "probe");
+    this.latencies.push(...latencies);
+    this.failures += failures;
+    this.#probe.terminate();
     await Promise.all(this.#loops);
   }
 
