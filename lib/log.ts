@@ -93,6 +93,8 @@ interface Window {
   start: number;
   count: number;
   suppressed: number;
+  /** Where the event's lines are printed (null: the file only); its summary goes there too. */
+  stream: "out" | "err" | null;
 }
 
 /** Windows kept at most (event names are the code's own; this only guards the map). */
@@ -165,6 +167,15 @@ export class NodeLog {
     this.#tell(event, fields, "out");
   }
 
+  /**
+   * Records an event in the file only: what an operator may look up but need not see live
+   * (a pipelining client's connection pausing is ordinary flow control).
+   */
+  record(event: string, fields: Record<string, unknown> = {}): void {
+    if (!this.#admit(event, null)) return;
+    this.#push({ event, ...fields });
+  }
+
   /** Records a problem and prints it on stderr. */
   warn(event: string, fields: Record<string, unknown> = {}): void {
     if (!this.#admit(event, "err")) return;
@@ -175,9 +186,9 @@ export class NodeLog {
   #tell(
     event: string,
     fields: Record<string, unknown>,
-    stream: "out" | "err",
+    stream: "out" | "err" | null,
   ): void {
-    if (!this.#opts.console) return;
+    if (!this.#opts.console || stream === null) return;
     const detail = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(
       " ",
     );
@@ -191,17 +202,17 @@ export class NodeLog {
    * The rate limit: true while `event` has had fewer than `burst` lines in its window.
    * Past it the line is counted, and a timer summarises the count when the window ends.
    */
-  #admit(event: string, stream: "out" | "err"): boolean {
+  #admit(event: string, stream: "out" | "err" | null): boolean {
     if (this.#closed) return true;
     const now = this.#opts.now();
     let w = this.#windows.get(event);
     if (w !== undefined && now - w.start >= this.#opts.windowMs) {
-      this.#summarise(event, w, stream);
+      this.#summarise(event, w);
       w = undefined;
     }
     if (w === undefined) {
       if (this.#windows.size >= MAX_WINDOWS) this.#summariseAll(true);
-      w = { start: now, count: 0, suppressed: 0 };
+      w = { start: now, count: 0, suppressed: 0, stream };
       this.#windows.set(event, w);
     }
     if (w.count < this.#opts.burst) {
@@ -218,12 +229,12 @@ export class NodeLog {
   }
 
   /** One line for what a window suppressed; forgets the window. */
-  #summarise(event: string, w: Window, stream: "out" | "err"): void {
+  #summarise(event: string, w: Window): void {
     this.#windows.delete(event);
     if (w.suppressed === 0) return;
     const fields = { suppressed: event, count: w.suppressed };
     this.#push({ event: "log_suppressed", level: "warn", ...fields });
-    this.#tell("log_suppressed", { event, count: w.suppressed }, stream);
+    this.#tell("log_suppressed", { event, count: w.suppressed }, w.stream);
   }
 
   /** Summarises windows that have ended (all of them with `all`); re-arms for the rest. */
@@ -232,7 +243,7 @@ export class NodeLog {
     let next = Infinity;
     for (const [event, w] of [...this.#windows]) {
       const ends = w.start + this.#opts.windowMs;
-      if (all || ends <= now) this.#summarise(event, w, "err");
+      if (all || ends <= now) this.#summarise(event, w);
       else if (w.suppressed > 0) next = Math.min(next, ends);
     }
     if (

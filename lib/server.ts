@@ -222,7 +222,7 @@ export class Session {
     if (this.#room === null) {
       this.#room = new Gate();
       if (this.pauses++ === 0) {
-        this.#log.warn("connection_paused", {
+        this.#log.record("connection_paused", {
           conn: this.id,
           replies: this.pending,
           bytes: this.#bytes,
@@ -451,19 +451,16 @@ export class Server {
     let first = true;
     let overflow: string | null = null;
     let handedOff = false;
-    /** Waits for room in the reply queue, then hands the line over; false once broken. */
-    const handle = async (line: string): Promise<boolean> => {
-      const wait = session.room();
-      if (wait) await wait;
-      if (session.broken) return false;
+    /** Hands one line to the node (the caller checked for room). */
+    const handle = (line: string) => {
       this.#lines++;
       log.traffic(id, "in", line);
       handler.line(line, session);
-      return true;
     };
     try {
       reading: for (;;) {
-        // A read that filled the buffer it used means more is coming: borrow a large one.
+        // A read that filled the connection's own buffer means more is coming: borrow a
+        // large one, and keep borrowing while reads bring at least that much.
         const lent: Uint8Array | null = filled ? this.#pool.take() : null;
         const buf: Uint8Array = lent ?? own;
         let n: number | null;
@@ -482,11 +479,13 @@ export class Server {
               handler.peer(conn, [last], framer, id);
               return;
             }
-            await handle(last);
+            const wait = session.room();
+            if (wait) await wait;
+            if (!session.broken) handle(last);
           }
           break;
         }
-        filled = n === buf.length;
+        filled = n >= own.length;
         // The framer copies what it keeps: the buffer is free again once this returns.
         const framed = framer.push(buf.subarray(0, n));
         if (lent) this.#pool.give(lent);
@@ -500,7 +499,13 @@ export class Server {
               return;
             }
           }
-          if (!(await handle(line))) break reading;
+          // Room is checked before each line: past a bound, reading pauses right here.
+          const wait = session.room();
+          if (wait) {
+            await wait;
+            if (session.broken) break reading;
+          }
+          handle(line);
         }
         if (framed.overflow !== null) {
           overflow = framed.overflow;

@@ -65,10 +65,10 @@ Deno.test("a warning repeated past the burst is counted, and one line gives the 
 
 Deno.test("the count of suppressed warnings comes out by itself once the window ends", async () => {
   const { log, printed } = await logWith({ burst: 1, windowMs: 50 });
-  for (let i = 0; i < 10; i++) log.warn("connection_paused", { conn: i });
+  for (let i = 0; i < 10; i++) log.warn("line_too_long", { conn: i });
   assert.equal(printed.length, 1);
   await waitFor(
-    () => printed.includes("N: log_suppressed event=connection_paused count=9"),
+    () => printed.includes("N: log_suppressed event=line_too_long count=9"),
     2000,
     "the summary line",
   );
@@ -133,4 +133,17 @@ Deno.test("a log that cannot keep up drops entries, counts them, and says how ma
     entries.filter((e) => e.event === "log_dropped").map((e) => e.count),
     [dropped],
   );
+});
+
+Deno.test("record() writes to the log only, never the terminal, and is rate-limited too", async () => {
+  const { log, printed } = await logWith({ burst: 2, windowMs: 60_000 });
+  for (let i = 0; i < 5; i++) log.record("connection_paused", { conn: i });
+  await log.close();
+  assert.deepEqual(printed, []);
+  const entries = log.memory.map((l) => JSON.parse(l));
+  assert.deepEqual(entries.map((e) => [e.event, e.conn ?? e.count]), [
+    ["connection_paused", 0],
+    ["connection_paused", 1],
+    ["log_suppressed", 3],
+  ]);
 });
