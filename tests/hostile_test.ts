@@ -145,3 +145,34 @@ Deno.test("a storm of over-long lines prints a bounded number of lines on the op
   ).filter((m) => m !== null).reduce((n, m) => n + Number(m![1]), 0);
   assert.equal(warnings.length + counted, 40);
 });
+
+Deno.test("a WHATSAT whose places answer would pass the largest reply size is answered with the failure form", async () => {
+  const huge: PlacesAnswer = {
+    html_attributions: [],
+    results: Array.from(
+      { length: 20 },
+      (_, i) => ({ name: `place ${i} ${"n".repeat(20_000)}` }),
+    ),
+    status: "OK",
+  };
+  const { herd, port } = await oneNode(new StubPlaces(() => huge));
+  await using _ = herd;
+  using c = await Client.connect(port);
+  await c.send("WHATSAT k2 10 20\n");
+  const reply = await c.readUntil("\n\n", 1, 5000);
+  const [at, ...json] = reply.trimEnd().split("\n");
+  assert.match(at, /^AT Alford \S+ k2 \+34-118 1600000000\.5$/);
+  assert.deepEqual(JSON.parse(json.join("\n")), {
+    html_attributions: [],
+    results: [],
+    status: "UNKNOWN_ERROR",
+    error_message: "places answer over 262144 bytes",
+  });
+  // A smaller bound fits: the same places, cut to 5 results, are served.
+  await c.send("WHATSAT k2 10 5\n");
+  const small = await c.readUntil("\n\n", 1, 5000);
+  assert.equal(
+    JSON.parse(small.slice(small.indexOf("\n") + 1)).results.length,
+    5,
+  );
+});
