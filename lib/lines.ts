@@ -29,10 +29,14 @@ const CR = 13;
 /**
  * Splits chunks into lines, holding at most `limit` bytes of an unfinished line (plus one
  * trailing CR, which may be the start of its CRLF ending).
+ *
+ * The unfinished line lives in one array grown by doubling (up to the limit) and dropped as
+ * soon as the line is complete, so a framer between lines holds no buffer at all, and a line
+ * dribbled one byte per read costs a few arrays, not one object per byte.
  */
 export class LineFramer {
-  #parts: Uint8Array[] = [];
-  #partLen = 0;
+  #held: Uint8Array | null = null;
+  #heldLen = 0;
   #limit: number;
 
   /** @param limit the longest line accepted, in bytes (without its line ending). */
@@ -50,7 +54,12 @@ export class LineFramer {
 
   /** Bytes held of an unfinished line. */
   get buffered(): number {
-    return this.#partLen;
+    return this.#heldLen;
+  }
+
+  /** Bytes allocated to hold the unfinished line (0 between lines). */
+  get capacity(): number {
+    return this.#held?.length ?? 0;
   }
 
   /** Frames one chunk. The chunk may be reused by the caller afterwards. */
@@ -60,7 +69,7 @@ export class LineFramer {
     while (start < chunk.length) {
       const nl = chunk.indexOf(LF, start);
       if (nl < 0) {
-        const held = this.#partLen + chunk.length - start;
+        const held = this.#heldLen + chunk.length - start;
         // One byte more is held only when it is a CR that may begin this line's CRLF.
         if (
           held > this.#limit &&
@@ -68,11 +77,10 @@ export class LineFramer {
         ) {
           return { lines, overflow: this.#cut(chunk.subarray(start)) };
         }
-        this.#parts.push(chunk.slice(start));
-        this.#partLen += chunk.length - start;
+        this.#hold(chunk.subarray(start));
         break;
       }
-      if (this.#partLen + nl - start > this.#limit + 1) {
+      if (this.#heldLen + nl - start > this.#limit + 1) {
         return { lines, overflow: this.#cut(chunk.subarray(start, nl)) };
       }
       const line = this.#take(chunk.subarray(start, nl));
@@ -87,43 +95,50 @@ export class LineFramer {
 
   /** The final line at EOF, or null when nothing is left. Never longer than the limit. */
   end(): string | null {
-    if (this.#partLen === 0) return null;
+    if (this.#heldLen === 0) return null;
     return this.#take(new Uint8Array(0)).slice(0, this.#limit);
   }
 
-  /** Joins held parts with `tail` into one line, dropping one trailing CR. */
+  /** Appends `bytes` to the unfinished line (the caller checked the limit). */
+  #hold(bytes: Uint8Array): void {
+    const need = this.#heldLen + bytes.length;
+    if (this.#held === null || need > this.#held.length) {
+      let size = Math.max(64, (this.#held?.length ?? 0) * 2);
+      while (size < need) size *= 2;
+      const grown = new Uint8Array(
+        Math.min(size, Math.max(need, this.#limit + 1)),
+      );
+      if (this.#held !== null) grown.set(this.#held.subarray(0, this.#heldLen));
+      this.#held = grown;
+    }
+    this.#held.set(bytes, this.#heldLen);
+    this.#heldLen = need;
+  }
+
+  /** The unfinished line followed by `tail`, as one line without its trailing CR; lets go of the held bytes. */
   #take(tail: Uint8Array): string {
     let bytes = tail;
-    if (this.#partLen > 0) {
-      bytes = new Uint8Array(this.#partLen + tail.length);
-      let at = 0;
-      for (const p of this.#parts) {
-        bytes.set(p, at);
-        at += p.length;
-      }
-      bytes.set(tail, at);
-      this.#parts = [];
-      this.#partLen = 0;
+    if (this.#heldLen > 0) {
+      this.#hold(tail);
+      bytes = this.#held!.subarray(0, this.#heldLen);
     }
     const n = bytes.length;
     const end = n > 0 && bytes[n - 1] === CR ? n - 1 : n;
-    return bytesToString(bytes.subarray(0, end));
+    const line = bytesToString(bytes.subarray(0, end));
+    this.#held = null;
+    this.#heldLen = 0;
+    return line;
   }
 
   #cut(tail: Uint8Array): string {
-    const held = new Uint8Array(
-      Math.min(this.#limit, this.#partLen + tail.length),
+    const cut = new Uint8Array(
+      Math.min(this.#limit, this.#heldLen + tail.length),
     );
-    let at = 0;
-    for (const p of this.#parts) {
-      if (at >= held.length) break;
-      const n = Math.min(p.length, held.length - at);
-      held.set(p.subarray(0, n), at);
-      at += n;
-    }
-    if (at < held.length) held.set(tail.subarray(0, held.length - at), at);
-    this.#parts = [];
-    this.#partLen = 0;
-    return bytesToString(held);
+    const keep = Math.min(this.#heldLen, cut.length);
+    if (this.#held !== null) cut.set(this.#held.subarray(0, keep));
+    if (keep < cut.length) cut.set(tail.subarray(0, cut.length - keep), keep);
+    this.#held = null;
+    this.#heldLen = 0;
+    return bytesToString(cut);
   }
 }

@@ -4,8 +4,21 @@
  * timestamp, the node's name and the connection id. Nothing secret is ever passed in: the
  * places key and the herd secret never reach this module.
  *
- * The buffer is bounded: when the disk cannot keep up, entries are dropped and counted (the
- * count is logged once the buffer drains), never accumulated without bound.
+ * Nothing a client does makes this module grow or write without bound (docs/hardening.md):
+ *
+ * - The buffer is bounded (`maxBufferBytes`): when the disk cannot keep up, entries are
+ *   dropped and counted (a `log_dropped` line gives the count once the buffer drains).
+ * - Events and warnings are rate-limited per event name: at most `burst` lines per `windowMs`
+ *   reach the file and the terminal; the rest are counted and summarised by one
+ *   `log_suppressed event=NAME count=K` line when the window ends. A client can cause a
+ *   warning (an over-long line, a refused connection) as often as it likes; before this,
+ *   each one printed a line on the operator's terminal.
+ * - The file rotates at `maxFileBytes` (64 MiB): NAME.log becomes NAME.log.1, NAME.log.1
+ *   becomes NAME.log.2, and so on; `keepFiles` (5) old files are kept, the oldest is
+ *   deleted. Traffic lines are the record of what the node received and sent and are not
+ *   rate-limited; rotation bounds what they cost on disk (at most 6 x 64 MiB).
+ * - A drain writes at most `maxWriteBytes` at a time, so flushing a full buffer never joins
+ *   it into one string as large as itself.
  *
  * @example
  * ```ts
@@ -18,6 +31,25 @@
  */
 
 import { decodeUtf8 } from "./bytes.ts";
+import { writeAll } from "./write_all.ts";
+
+/** The bounds of a node's log, in one place. */
+export const LOG_DEFAULTS = {
+  /** Flush period in ms. */
+  flushMs: 100,
+  /** Most bytes held before entries are dropped. */
+  maxBufferBytes: 8 * 1024 * 1024,
+  /** Most bytes written to the file in one write. */
+  maxWriteBytes: 1024 * 1024,
+  /** The file rotates once it reaches this size. */
+  maxFileBytes: 64 * 1024 * 1024,
+  /** Rotated files kept (NAME.log.1 ... NAME.log.N). */
+  keepFiles: 5,
+  /** Events (or warnings) of one name logged per window; the rest are counted. */
+  burst: 10,
+  /** The rate-limit window in ms. */
+  windowMs: 1000,
+};
 
 /** Log options. */
 export interface LogOptions {
@@ -28,8 +60,18 @@ export interface LogOptions {
   console?: boolean;
   /** Flush period in ms. Default 100. */
   flushMs?: number;
-  /** Most bytes held before entries are dropped. Default 16 MiB. */
+  /** Most bytes held before entries are dropped. Default 8 MiB. */
   maxBufferBytes?: number;
+  /** Most bytes written to the file at once. Default 1 MiB. */
+  maxWriteBytes?: number;
+  /** Size at which the file rotates. Default 64 MiB. */
+  maxFileBytes?: number;
+  /** Rotated files kept. Default 5. */
+  keepFiles?: number;
+  /** Lines of one event name per window. Default 10. */
+  burst?: number;
+  /** Rate-limit window in ms. Default 1000. */
+  windowMs?: number;
   /** Wall clock in ms, injected for tests. */
   now?: () => number;
   /**
@@ -46,10 +88,24 @@ function defaultPrint(line: string, stream: "out" | "err"): void {
 
 const encoder = new TextEncoder();
 
+/** One event name's rate-limit window. */
+interface Window {
+  start: number;
+  count: number;
+  suppressed: number;
+  /** Where the event's lines are printed (null: the file only); its summary goes there too. */
+  stream: "out" | "err" | null;
+}
+
+/** Windows kept at most (event names are the code's own; this only guards the map). */
+const MAX_WINDOWS = 1024;
+
 /** Buffered JSON-lines log of one node. */
 export class NodeLog {
   readonly node: string;
   #file: Deno.FsFile | null;
+  readonly #path: string | null;
+  #fileBytes: number;
   #buf: string[] = [];
   #bufBytes = 0;
   #dropped = 0;
@@ -60,17 +116,33 @@ export class NodeLog {
   #tsMs = -1;
   #ts = "";
   #opts: Required<Omit<LogOptions, "path">>;
+  readonly #windows = new Map<string, Window>();
+  #summaryTimer: ReturnType<typeof setTimeout> | undefined;
+  #suppressed = 0;
+  #rotations = 0;
   /** Entries kept when there is no file (tests read them). */
   readonly memory: string[] = [];
 
-  private constructor(opts: LogOptions, file: Deno.FsFile | null) {
+  private constructor(
+    opts: LogOptions,
+    file: Deno.FsFile | null,
+    fileBytes: number,
+  ) {
     this.node = opts.node;
     this.#file = file;
+    this.#path = opts.path;
+    this.#fileBytes = fileBytes;
+    const d = LOG_DEFAULTS;
     this.#opts = {
       node: opts.node,
       console: opts.console ?? true,
-      flushMs: opts.flushMs ?? 100,
-      maxBufferBytes: opts.maxBufferBytes ?? 16 * 1024 * 1024,
+      flushMs: opts.flushMs ?? d.flushMs,
+      maxBufferBytes: opts.maxBufferBytes ?? d.maxBufferBytes,
+      maxWriteBytes: opts.maxWriteBytes ?? d.maxWriteBytes,
+      maxFileBytes: opts.maxFileBytes ?? d.maxFileBytes,
+      keepFiles: opts.keepFiles ?? d.keepFiles,
+      burst: opts.burst ?? d.burst,
+      windowMs: opts.windowMs ?? d.windowMs,
       now: opts.now ?? Date.now,
       print: opts.print ?? defaultPrint,
     };
@@ -78,11 +150,9 @@ export class NodeLog {
 
   /** Opens (appending to) the log file. */
   static async open(opts: LogOptions): Promise<NodeLog> {
-    const file = opts.path === null ? null : await Deno.open(opts.path, {
-      create: true,
-      append: true,
-    });
-    return new NodeLog(opts, file);
+    if (opts.path === null) return new NodeLog(opts, null, 0);
+    const file = await Deno.open(opts.path, { create: true, append: true });
+    return new NodeLog(opts, file, (await file.stat()).size);
   }
 
   /** Records a line received (`in`) or sent (`out`) on connection `conn`. */
@@ -92,35 +162,113 @@ export class NodeLog {
 
   /** Records an event (peer connected, store loaded, ...) and tells the operator. */
   event(event: string, fields: Record<string, unknown> = {}): void {
+    if (!this.#admit(event, "out")) return;
     this.#push({ event, ...fields });
-    if (this.#opts.console) {
-      const detail = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(
-        " ",
-      );
-      this.#opts.print(
-        `${this.node}: ${event}${detail ? " " + detail : ""}`,
-        "out",
-      );
-    }
+    this.#tell(event, fields, "out");
+  }
+
+  /**
+   * Records an event in the file only: what an operator may look up but need not see live
+   * (a pipelining client's connection pausing is ordinary flow control).
+   */
+  record(event: string, fields: Record<string, unknown> = {}): void {
+    if (!this.#admit(event, null)) return;
+    this.#push({ event, ...fields });
   }
 
   /** Records a problem and prints it on stderr. */
   warn(event: string, fields: Record<string, unknown> = {}): void {
+    if (!this.#admit(event, "err")) return;
     this.#push({ event, level: "warn", ...fields });
-    if (this.#opts.console) {
-      const detail = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(
-        " ",
-      );
-      this.#opts.print(
-        `${this.node}: ${event}${detail ? " " + detail : ""}`,
-        "err",
-      );
+    this.#tell(event, fields, "err");
+  }
+
+  #tell(
+    event: string,
+    fields: Record<string, unknown>,
+    stream: "out" | "err" | null,
+  ): void {
+    if (!this.#opts.console || stream === null) return;
+    const detail = Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(
+      " ",
+    );
+    this.#opts.print(
+      `${this.node}: ${event}${detail ? " " + detail : ""}`,
+      stream,
+    );
+  }
+
+  /**
+   * The rate limit: true while `event` has had fewer than `burst` lines in its window.
+   * Past it the line is counted, and a timer summarises the count when the window ends.
+   */
+  #admit(event: string, stream: "out" | "err" | null): boolean {
+    if (this.#closed) return true;
+    const now = this.#opts.now();
+    let w = this.#windows.get(event);
+    if (w !== undefined && now - w.start >= this.#opts.windowMs) {
+      this.#summarise(event, w);
+      w = undefined;
+    }
+    if (w === undefined) {
+      if (this.#windows.size >= MAX_WINDOWS) this.#summariseAll(true);
+      w = { start: now, count: 0, suppressed: 0, stream };
+      this.#windows.set(event, w);
+    }
+    if (w.count < this.#opts.burst) {
+      w.count++;
+      return true;
+    }
+    w.suppressed++;
+    this.#suppressed++;
+    this.#summaryTimer ??= setTimeout(() => {
+      this.#summaryTimer = undefined;
+      this.#summariseAll(false);
+    }, Math.max(1, w.start + this.#opts.windowMs - now));
+    return false;
+  }
+
+  /** One line for what a window suppressed; forgets the window. */
+  #summarise(event: string, w: Window): void {
+    this.#windows.delete(event);
+    if (w.suppressed === 0) return;
+    const fields = { suppressed: event, count: w.suppressed };
+    this.#push({ event: "log_suppressed", level: "warn", ...fields });
+    this.#tell("log_suppressed", { event, count: w.suppressed }, w.stream);
+  }
+
+  /** Summarises windows that have ended (all of them with `all`); re-arms for the rest. */
+  #summariseAll(all: boolean): void {
+    const now = this.#opts.now();
+    let next = Infinity;
+    for (const [event, w] of [...this.#windows]) {
+      const ends = w.start + this.#opts.windowMs;
+      if (all || ends <= now) this.#summarise(event, w);
+      else if (w.suppressed > 0) next = Math.min(next, ends);
+    }
+    if (
+      next !== Infinity && this.#summaryTimer === undefined && !this.#closed
+    ) {
+      this.#summaryTimer = setTimeout(() => {
+        this.#summaryTimer = undefined;
+        this.#summariseAll(false);
+      }, Math.max(1, next - now));
     }
   }
 
   /** Entries dropped because the buffer was full. */
   get dropped(): number {
     return this.#dropped;
+  }
+
+  /** Event and warning lines suppressed by the rate limit, in all. */
+  get suppressed(): number {
+    return this.#suppressed;
+  }
+
+  /** Times the file rotated. */
+  get rotations(): number {
+    return this.#rotations;
   }
 
   #push(fields: Record<string, unknown>): void {
@@ -176,11 +324,21 @@ export class NodeLog {
         }));
         this.#dropped = 0;
       }
-      const text = this.#buf.join("\n") + "\n";
-      this.#buf = [];
-      this.#bufBytes = 0;
+      // At most maxWriteBytes a write (and at least one entry).
+      let take = 0;
+      let size = 0;
+      while (
+        take < this.#buf.length &&
+        (take === 0 || size + this.#buf[take].length < this.#opts.maxWriteBytes)
+      ) size += this.#buf[take++].length + 1;
+      const text = this.#buf.slice(0, take).join("\n") + "\n";
+      this.#buf = take === this.#buf.length ? [] : this.#buf.slice(take);
+      this.#bufBytes = Math.max(0, this.#bufBytes - size);
+      const bytes = encoder.encode(text);
       try {
-        await writeAll(this.#file, encoder.encode(text));
+        await writeAll(this.#file, bytes);
+        this.#fileBytes += bytes.length;
+        if (this.#fileBytes >= this.#opts.maxFileBytes) await this.#rotate();
       } catch (e) {
         console.error(
           `${this.node}: cannot write log: ${(e as Error).message}`,
@@ -188,6 +346,27 @@ export class NodeLog {
         return;
       }
     }
+  }
+
+  /** NAME.log.K becomes NAME.log.K+1 (the last is deleted), NAME.log becomes NAME.log.1. */
+  async #rotate(): Promise<void> {
+    const path = this.#path!;
+    this.#file!.close();
+    this.#file = null;
+    const keep = this.#opts.keepFiles;
+    try {
+      await Deno.remove(`${path}.${keep}`);
+    } catch { /* not there yet */ }
+    for (let k = keep - 1; k >= 1; k--) {
+      try {
+        await Deno.rename(`${path}.${k}`, `${path}.${k + 1}`);
+      } catch { /* not there yet */ }
+    }
+    if (keep > 0) await Deno.rename(path, `${path}.1`);
+    else await Deno.remove(path);
+    this.#file = await Deno.open(path, { create: true, append: true });
+    this.#fileBytes = 0;
+    this.#rotations++;
   }
 
   /** Writes everything buffered. */
@@ -204,6 +383,9 @@ export class NodeLog {
    * written too; entries logged once it has resolved are ignored. No timer is left behind.
    */
   async close(): Promise<void> {
+    clearTimeout(this.#summaryTimer);
+    this.#summaryTimer = undefined;
+    this.#summariseAll(true);
     await this.flush();
     this.#closed = true;
     await this.flush(); // what arrived during the first flush
@@ -217,13 +399,4 @@ function readable(line: string): string {
   // deno-lint-ignore no-control-regex
   if (!/[^\x00-\x7f]/.test(line)) return line;
   return decodeUtf8(line) ?? line;
-}
-
-/** Writes every byte, looping over partial writes. */
-export async function writeAll(
-  w: { write(p: Uint8Array): Promise<number> },
-  bytes: Uint8Array,
-): Promise<void> {
-  let off = 0;
-  while (off < bytes.length) off += await w.write(bytes.subarray(off));
 }

@@ -30,6 +30,7 @@ import { Flood } from "./flood.ts";
 import { HerdMetrics, renderMetrics } from "./http/herd_metrics.ts";
 import { HttpFace, type HttpTuning } from "./http/server.ts";
 import type { HttpApi } from "./http/types.ts";
+import { IdleGc } from "./idle_gc.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
 import {
@@ -49,7 +50,7 @@ import {
 } from "./protocol.ts";
 import { clientOf, formatAt } from "./record.ts";
 import type { Gate } from "./gate.ts";
-import { Server, type Session } from "./server.ts";
+import { Server, SERVER_DEFAULTS, type Session } from "./server.ts";
 import { Store } from "./store.ts";
 import type { Topology } from "./topology.ts";
 
@@ -101,6 +102,7 @@ export class HerdNode {
   #http: HttpFace | null = null;
   readonly #metrics = new HerdMetrics();
   #bus: BusListener | null = null;
+  #idleGc: IdleGc | null = null;
   #lock: Deno.FsFile | null = null;
   #clock: Clock;
   #started = false;
@@ -134,6 +136,11 @@ export class HerdNode {
   /** The node's log. */
   get log(): NodeLog {
     return this.#log;
+  }
+
+  /** The client side (its `stats` count connections, refusals and pauses). */
+  get server(): Server {
+    return this.#server;
   }
 
   /** The neighbor pool. */
@@ -230,6 +237,8 @@ export class HerdNode {
     if (spec.httpPort !== undefined) await this.#startHttp(spec.httpPort);
     this.#started = true;
     this.#flood.start();
+    this.#idleGc = new IdleGc({ activity: () => this.#server.activity });
+    this.#idleGc.start();
     // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s
     // cold); starting it a moment after listening lets the other nodes of a herd that start
     // together come up first. A WHATSAT before then starts it at once.
@@ -343,7 +352,7 @@ export class HerdNode {
     return renderMetrics(this.#metrics, {
       node: this.name,
       clients: this.#store.size,
-      connections: this.#server.connections,
+      connections: this.#server.stats.connections,
       ready: this.#store.isLoaded,
       peers: this.#flood.peerStatus(),
       store: this.#store.stats(),
@@ -416,6 +425,7 @@ export class HerdNode {
         session.replyLater(
           this.#store.loaded.then(() => this.#whatsatWhenDurable(line, cmd))
             .catch(() => formatInvalid(line)),
+          SERVER_DEFAULTS.maxReplyBytes,
         );
       }
     } else {
@@ -450,6 +460,7 @@ export class HerdNode {
     } else {
       session.replyLater(
         this.#whatsatWhenDurable(line, cmd).catch(() => formatInvalid(line)),
+        SERVER_DEFAULTS.maxReplyBytes,
       );
     }
   }
@@ -465,7 +476,19 @@ export class HerdNode {
   ): Promise<string> {
     const answer = await this.#nearby(cmd);
     if (answer === null) return formatInvalid(line);
-    return formatWhatsat(answer.at, utf8ByteString(placesJson(answer.places)));
+    const reply = formatWhatsat(
+      answer.at,
+      utf8ByteString(placesJson(answer.places)),
+    );
+    // The session counted this reply at its largest size: hold the node to it.
+    if (reply.length <= SERVER_DEFAULTS.maxReplyBytes) return reply;
+    return formatWhatsat(
+      answer.at,
+      placesJson(failureAnswer(
+        "UNKNOWN_ERROR",
+        `places answer over ${SERVER_DEFAULTS.maxReplyBytes} bytes`,
+      )),
+    );
   }
 
   /**
@@ -525,6 +548,7 @@ export class HerdNode {
     this.#log.event("stopping");
     clearTimeout(this.#warmTimer);
     await this.#http?.stop();
+    this.#idleGc?.stop();
     await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
     await this.#bus?.stop();
     // Links wait for the store's load before catching up: abandon it so they let go now.

@@ -4,12 +4,25 @@
  *
  * A reply may be ready at once (`?`), ready once a gate opens (an IAMAT waits until its
  * record is durable), or ready later (a WHATSAT waits for places). Replies that are ready in
- * order are written together, so a pipelining client gets many replies a write. Reading
- * pauses while too many replies wait, so a client that sends without reading cannot grow
- * the node's memory without bound.
+ * order are written together, so a pipelining client gets many replies a write.
  *
- * Only clients connect here: neighbors use the bus port (`bus/listener.ts`), so a `HERD ...`
- * line is an invalid line like any other.
+ * Nothing a client sends grows the node without bound (docs/hardening.md has the figures):
+ *
+ * - Replies waiting on a connection are bounded in bytes at the moment they are queued: a
+ *   reply still to come (WHATSAT) counts at its largest possible size until it resolves, and
+ *   at most `maxLaterReplies` of them wait at once. Past a bound, reading from that
+ *   connection pauses between two lines; nothing is buffered instead. A client that
+ *   pipelined 20,000 WHATSATs without reading grew a node by 350 MB before this.
+ * - An idle connection holds no 16 KiB read buffer: it reads into a small buffer of its own
+ *   (`readBytes`), and a read that fills it makes the next read borrow a large buffer from a
+ *   pool shared by all connections (`ReadPool`), returned as soon as the chunk is framed.
+ *   The framer keeps only the unfinished line. 16 KiB per connection cost 21 KB per idle
+ *   connection; see the docs for what it costs now.
+ * - Client connections are capped (`maxConnections`): past it, a new connection is closed at
+ *   once, counted, and logged (the log summarises a storm of them).
+ *
+ * The client port carries the line protocol only: neighbors talk on their own bus port, so
+ * a `HERD ...` line here is an invalid line like any other.
  *
  * @module
  */
@@ -17,8 +30,10 @@
 import { stringToBytes } from "./bytes.ts";
 import { Gate } from "./gate.ts";
 import { LineFramer } from "./lines.ts";
-import { type NodeLog, writeAll } from "./log.ts";
+import type { NodeLog } from "./log.ts";
 import { formatInvalid } from "./protocol.ts";
+import { ReadPool } from "./read_pool.ts";
+import { writeAll } from "./write_all.ts";
 
 /** What the node does with client lines. */
 export interface ConnectionHandler {
@@ -26,37 +41,77 @@ export interface ConnectionHandler {
   line(line: string, session: Session): void;
 }
 
-/** Server options. */
-export interface ServerOptions {
+/** The bounds of the client side, in one place. */
+export const SERVER_DEFAULTS = {
+  /** Longest line in bytes; a longer one is answered cut and closes its connection. */
+  maxLineBytes: 16 * 1024,
+  /** Replies queued on a connection before reading from it pauses. */
+  maxPendingReplies: 4096,
+  /** Bytes of replies queued on a connection (later replies at `maxReplyBytes`) before reading pauses. */
+  maxPendingBytes: 4 * 1024 * 1024,
+  /** Replies still to come (WHATSATs waiting on places) on a connection before reading pauses. */
+  maxLaterReplies: 16,
+  /** The largest reply the node sends; a later reply counts at this size until it resolves. */
+  maxReplyBytes: 256 * 1024,
+  /** Most bytes of ready replies joined into one write. */
+  maxWriteBytes: 64 * 1024,
+  /** Open client connections; past it a new connection is closed at once. */
+  maxConnections: 20_000,
+  /** Each connection's own read buffer, in bytes. */
+  readBytes: 1024,
+  /**
+   * The size of a pooled read buffer, lent to a connection whose last read filled its own.
+   * 16 KiB (about 300 lines) a read keeps a pipelining client from holding the node long.
+   */
+  poolBufferBytes: 16 * 1024,
+  /** Pooled read buffers lent at once; past it a connection reads with its own buffer. */
+  poolBuffers: 64,
+  /** After an over-long line, how long to drain the rest before closing, in ms. */
+  lingerMs: 2000,
+};
+
+/** Server options; the bounds default to `SERVER_DEFAULTS`. */
+export interface ServerOptions extends Partial<typeof SERVER_DEFAULTS> {
   hostname: string;
   port: number;
   log: NodeLog;
   handler: ConnectionHandler;
-  /** Longest line in bytes. Default 16 KiB. */
-  maxLineBytes?: number;
-  /** Replies waiting on a connection before reading pauses. Default 4096. */
-  maxPendingReplies?: number;
-  /** After an over-long line, how long to drain the rest before closing, in ms. Default 2000. */
-  lingerMs?: number;
 }
 
-/**
- * Reply bytes waiting on one connection before reading from it pauses (with the count limit,
- * this bounds a client that sends WHATSATs and never reads).
- */
-const MAX_PENDING_BYTES = 4 * 1024 * 1024;
+/** Counters of the client side (for metrics and tests). */
+export interface ServerStats {
+  /** Open client connections. */
+  connections: number;
+  /** Connections closed at once because `maxConnections` were open. */
+  refused: number;
+  /** Times a connection's reading paused on a full reply queue. */
+  paused: number;
+  /** Reads that wanted a pooled buffer and found none free. */
+  poolMisses: number;
+  /** Pooled buffers lent now (at most `poolBuffers`). */
+  poolLent: number;
+  /** Connections accepted, in all. */
+  accepted: number;
+  /** Client lines handled, in all. */
+  lines: number;
+}
 
 interface Item {
   text: string | null;
   gate: Gate | null;
 }
 
+type SessionBounds = Pick<
+  typeof SERVER_DEFAULTS,
+  "maxPendingReplies" | "maxPendingBytes" | "maxLaterReplies" | "maxWriteBytes"
+>;
+
 /** One client connection: its reply queue and its writer. */
 export class Session {
   readonly id: number;
   readonly #conn: Deno.TcpConn;
   readonly #log: NodeLog;
-  readonly #maxPending: number;
+  readonly #b: SessionBounds;
   #items: Item[] = [];
   #head = 0;
   #writing = false;
@@ -64,19 +119,31 @@ export class Session {
   #room: Gate | null = null;
   #idle: Gate | null = null;
   #broken = false;
-  /** Bytes of replies known but not yet written. */
+  /** Bytes of replies queued and not yet written; a later reply counts at its reservation. */
   #bytes = 0;
+  /** Later replies not yet resolved. */
+  #later = 0;
+  /** Times reading paused on this connection. */
+  pauses = 0;
 
   constructor(
     id: number,
     conn: Deno.TcpConn,
     log: NodeLog,
-    maxPending: number,
+    bounds: Partial<SessionBounds> = {},
   ) {
     this.id = id;
     this.#conn = conn;
     this.#log = log;
-    this.#maxPending = maxPending;
+    this.#b = {
+      maxPendingReplies: bounds.maxPendingReplies ??
+        SERVER_DEFAULTS.maxPendingReplies,
+      maxPendingBytes: bounds.maxPendingBytes ??
+        SERVER_DEFAULTS.maxPendingBytes,
+      maxLaterReplies: bounds.maxLaterReplies ??
+        SERVER_DEFAULTS.maxLaterReplies,
+      maxWriteBytes: bounds.maxWriteBytes ?? SERVER_DEFAULTS.maxWriteBytes,
+    };
   }
 
   /** Replies waiting to be written. */
@@ -84,34 +151,75 @@ export class Session {
     return this.#items.length - this.#head;
   }
 
+  /** Bytes of the replies waiting, later replies counted at their reservation. */
+  get pendingBytes(): number {
+    return this.#bytes;
+  }
+
+  /** Later replies not yet resolved. */
+  get later(): number {
+    return this.#later;
+  }
+
+  /** True once writing failed or the session was aborted: nothing more is queued. */
+  get broken(): boolean {
+    return this.#broken;
+  }
+
   /** Queues a reply to write once `gate` (if any) opens, after every earlier reply. */
   reply(text: string, gate: Gate | null = null): void {
+    if (this.#broken) return;
     this.#items.push({ text, gate: gate?.done ? null : gate });
     this.#bytes += text.length;
     this.#pump();
   }
 
-  /** Queues a reply whose text comes later; it still goes out in request order. */
-  replyLater(text: Promise<string>): void {
+  /**
+   * Queues a reply whose text comes later; it still goes out in request order. It counts as
+   * `reserveBytes` (its largest possible size) until it resolves, then as its real size.
+   */
+  replyLater(text: Promise<string>, reserveBytes: number): void {
+    if (this.#broken) {
+      text.catch(() => {});
+      return;
+    }
     const item: Item = { text: null, gate: null };
     this.#items.push(item);
-    text.then((t) => {
+    this.#bytes += reserveBytes;
+    this.#later++;
+    const settle = (t: string) => {
+      if (this.#broken) return;
       item.text = t;
-      this.#bytes += t.length;
+      this.#bytes += t.length - reserveBytes;
+      this.#later--;
       this.#pump();
-    }, () => {
-      item.text = ""; // the node answers every line; this only keeps the order intact
-      this.#pump();
-    });
+      this.#signal();
+    };
+    // On failure the reply is empty: the node answers every line; this only keeps the order.
+    text.then(settle, () => settle(""));
   }
 
-  /** Resolves once there is room for more replies (backpressure on reading). */
+  /** True while a bound is reached: the reader must wait on `room()` before the next line. */
+  get full(): boolean {
+    return this.pending >= this.#b.maxPendingReplies ||
+      this.#bytes >= this.#b.maxPendingBytes ||
+      this.#later >= this.#b.maxLaterReplies;
+  }
+
+  /** Resolves once there is room for more replies (backpressure on reading); null if there is room now. */
   room(): Promise<void> | null {
-    if (this.#broken) return null;
-    if (this.pending < this.#maxPending && this.#bytes < MAX_PENDING_BYTES) {
-      return null;
+    if (this.#broken || !this.full) return null;
+    if (this.#room === null) {
+      this.#room = new Gate();
+      if (this.pauses++ === 0) {
+        this.#log.record("connection_paused", {
+          conn: this.id,
+          replies: this.pending,
+          bytes: this.#bytes,
+          later: this.#later,
+        });
+      }
     }
-    this.#room ??= new Gate();
     return this.#room.promise;
   }
 
@@ -128,6 +236,7 @@ export class Session {
     this.#items = [];
     this.#head = 0;
     this.#bytes = 0;
+    this.#later = 0;
     this.#signal();
   }
 
@@ -138,9 +247,11 @@ export class Session {
   }
 
   /**
-   * Writes every reply that is ready, in order, as one write per round. `#writing` is cleared
-   * in the same synchronous step that finds nothing ready, so a reply that becomes ready at
-   * any moment either is seen by this loop or starts a new one: none is left waiting.
+   * Writes the replies that are ready, in order, up to `maxWriteBytes` a round (a longer
+   * reply goes alone, in one write). `#writing` is cleared in the same synchronous step that
+   * finds nothing ready, so a reply that becomes ready at any moment either is seen by this
+   * loop or starts a new one: none is left waiting. Written bytes leave the count only once
+   * the write is done: until then they are held.
    */
   async #writeLoop(): Promise<void> {
     for (;;) {
@@ -155,14 +266,20 @@ export class Session {
           }
           break;
         }
-        this.#log.traffic(this.id, "out", item.text.replace(/\n+$/, ""));
+        if (
+          out.length > 0 &&
+          out.length + item.text.length > this.#b.maxWriteBytes
+        ) break;
+        if (item.text.length > 0) {
+          this.#log.traffic(this.id, "out", item.text.replace(/\n+$/, ""));
+        }
         out += item.text;
-        this.#bytes -= item.text.length;
         this.#head++;
       }
       this.#compact();
       if (out.length === 0) {
         this.#writing = false;
+        this.#signal();
         return;
       }
       try {
@@ -172,6 +289,11 @@ export class Session {
         this.abort();
         return;
       }
+      if (this.#broken) {
+        this.#writing = false;
+        return;
+      }
+      this.#bytes -= out.length;
       this.#signal();
     }
   }
@@ -187,9 +309,7 @@ export class Session {
   }
 
   #signal(): void {
-    const roomy = this.pending < this.#maxPending / 2 &&
-      this.#bytes < MAX_PENDING_BYTES / 2;
-    if (this.#room && (roomy || this.#broken)) {
+    if (this.#room && (!this.full || this.#broken)) {
       this.#room.open();
       this.#room = null;
     }
@@ -202,7 +322,9 @@ export class Session {
 
 /** Listens on one port and runs a session per client connection. */
 export class Server {
-  readonly #opts: Required<ServerOptions>;
+  readonly #opts: Omit<ServerOptions, keyof typeof SERVER_DEFAULTS>;
+  readonly #b: typeof SERVER_DEFAULTS;
+  readonly #pool: ReadPool;
   #listener: Deno.TcpListener | null = null;
   readonly #sessions = new Map<
     number,
@@ -210,21 +332,21 @@ export class Server {
   >();
   #nextId = 1;
   #accepting: Promise<void> | null = null;
+  #refused = 0;
+  #paused = 0;
+  #accepted = 0;
+  #lines = 0;
 
   constructor(opts: ServerOptions) {
-    // `??`, not a spread of defaults: a caller passing `maxLineBytes: undefined` must get
-    // the default, not an unlimited line.
-    this.#opts = {
-      ...opts,
-      maxLineBytes: opts.maxLineBytes ?? 16 * 1024,
-      maxPendingReplies: opts.maxPendingReplies ?? 4096,
-      lingerMs: opts.lingerMs ?? 2000,
-    };
-  }
-
-  /** Open client connections (metrics). */
-  get connections(): number {
-    return this.#sessions.size;
+    this.#opts = opts;
+    // `??` per bound, not a spread of defaults: a caller passing `maxLineBytes: undefined`
+    // must get the default, not an unlimited line.
+    const b = { ...SERVER_DEFAULTS };
+    for (const k of Object.keys(b) as (keyof typeof SERVER_DEFAULTS)[]) {
+      b[k] = opts[k] ?? SERVER_DEFAULTS[k];
+    }
+    this.#b = b;
+    this.#pool = new ReadPool(b.poolBufferBytes, b.poolBuffers);
   }
 
   /** Allocates a connection id (shared with outbound peer links, for the log). */
@@ -235,6 +357,26 @@ export class Server {
   /** The bound port (useful with port 0). */
   get port(): number {
     return (this.#listener!.addr as Deno.NetAddr).port;
+  }
+
+  /** Counters of the client side. */
+  get stats(): ServerStats {
+    let paused = this.#paused;
+    for (const s of this.#sessions.values()) paused += s.session.pauses;
+    return {
+      connections: this.#sessions.size,
+      refused: this.#refused,
+      paused,
+      poolMisses: this.#pool.misses,
+      poolLent: this.#pool.lent,
+      accepted: this.#accepted,
+      lines: this.#lines,
+    };
+  }
+
+  /** A number that changes whenever a connection is accepted or a line handled (cheap). */
+  get activity(): number {
+    return this.#accepted + this.#lines;
   }
 
   /** Binds the port; throws Deno.errors.AddrInUse and friends for the caller to report. */
@@ -259,54 +401,86 @@ export class Server {
         await new Promise((r) => setTimeout(r, 50));
         continue;
       }
+      if (this.#sessions.size >= this.#b.maxConnections) {
+        this.#refused++;
+        this.#opts.log.warn("connection_refused", {
+          limit: this.#b.maxConnections,
+          refused: this.#refused,
+        });
+        try {
+          conn.close();
+        } catch { /* gone */ }
+        continue;
+      }
       const id = this.nextId();
+      this.#accepted++;
       try {
         conn.setNoDelay(true);
       } catch { /* the peer may already be gone */ }
-      const session = new Session(
-        id,
-        conn,
-        this.#opts.log,
-        this.#opts.maxPendingReplies,
-      );
+      const session = new Session(id, conn, this.#opts.log, this.#b);
       const done = this.#serve(session, conn).catch((e) => {
         this.#opts.log.warn("connection_failed", {
           conn: id,
           error: (e as Error).message,
         });
-      }).finally(() => this.#sessions.delete(id));
+      }).finally(() => {
+        this.#paused += session.pauses;
+        this.#sessions.delete(id);
+      });
       this.#sessions.set(id, { conn, session, done });
     }
   }
 
   async #serve(session: Session, conn: Deno.TcpConn): Promise<void> {
-    const { log, handler, maxLineBytes } = this.#opts;
+    const { log, handler } = this.#opts;
+    const { maxLineBytes } = this.#b;
     const id = session.id;
     const framer = new LineFramer(maxLineBytes);
-    // 16 KiB a connection: plenty for pipelining, modest for many idle connections.
-    const buf = new Uint8Array(16 * 1024);
+    const own = new Uint8Array(this.#b.readBytes);
+    let filled = false;
     let overflow: string | null = null;
+    /** Hands one line to the node (the caller checked for room). */
     const handle = (line: string) => {
+      this.#lines++;
       log.traffic(id, "in", line);
       handler.line(line, session);
     };
     try {
       reading: for (;;) {
-        const wait = session.room();
-        if (wait) await wait;
+        // A read that filled the connection's own buffer means more is coming: borrow a
+        // large one, and keep borrowing while reads bring at least that much.
+        const lent: Uint8Array | null = filled ? this.#pool.take() : null;
+        const buf: Uint8Array = lent ?? own;
         let n: number | null;
         try {
           n = await conn.read(buf);
         } catch {
+          if (lent) this.#pool.give(lent);
           break; // reset by the client, or closed by stop()
         }
         if (n === null) {
+          if (lent) this.#pool.give(lent);
           const last = framer.end();
-          if (last !== null) handle(last);
+          if (last !== null) {
+            const wait = session.room();
+            if (wait) await wait;
+            if (!session.broken) handle(last);
+          }
           break;
         }
+        filled = n >= own.length;
+        // The framer copies what it keeps: the buffer is free again once this returns.
         const framed = framer.push(buf.subarray(0, n));
-        for (const line of framed.lines) handle(line);
+        if (lent) this.#pool.give(lent);
+        for (const line of framed.lines) {
+          // Room is checked before each line: past a bound, reading pauses right here.
+          const wait = session.room();
+          if (wait) {
+            await wait;
+            if (session.broken) break reading;
+          }
+          handle(line);
+        }
         if (framed.overflow !== null) {
           overflow = framed.overflow;
           break reading;
@@ -318,7 +492,7 @@ export class Server {
         session.reply(formatInvalid(overflow));
       }
       await session.idle();
-      if (overflow !== null) await this.#linger(conn);
+      if (overflow !== null && !session.broken) await this.#linger(conn, own);
     } finally {
       try {
         conn.close();
@@ -331,20 +505,22 @@ export class Server {
    * discard what it is still sending (bounded in time and bytes), so closing does not reset
    * the connection and destroy the reply in the client's buffer.
    */
-  async #linger(conn: Deno.TcpConn): Promise<void> {
+  async #linger(conn: Deno.TcpConn, own: Uint8Array): Promise<void> {
     try {
       await conn.closeWrite();
     } catch {
       return;
     }
-    const buf = new Uint8Array(64 * 1024);
-    const deadline = Date.now() + this.#opts.lingerMs;
+    const lent = this.#pool.take();
+    const buf = lent ?? own;
+    const { lingerMs } = this.#b;
+    const deadline = Date.now() + lingerMs;
     let total = 0;
     const timer = setTimeout(() => {
       try {
         conn.close();
       } catch { /* closed */ }
-    }, this.#opts.lingerMs);
+    }, lingerMs);
     try {
       while (Date.now() < deadline && total < 64 * 1024 * 1024) {
         const n = await conn.read(buf);
@@ -355,6 +531,7 @@ export class Server {
       /* closed by the timer or reset */
     } finally {
       clearTimeout(timer);
+      if (lent) this.#pool.give(lent);
     }
   }
 

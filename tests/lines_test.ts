@@ -398,3 +398,35 @@ Deno.test("LineFramer holds more than the limit only for a CR that may start the
     RUNS,
   );
 });
+
+Deno.test("LineFramer holds no buffer between lines: an idle connection costs no line buffer", () => {
+  const framer = new LineFramer(KIB16);
+  assert.equal(framer.capacity, 0);
+  framer.push(b("IAMAT a +1+1 1\nWHAT"));
+  assert.ok(framer.capacity > 0);
+  assert.deepEqual(framer.push(b("SAT a 1 1\n")).lines, ["WHATSAT a 1 1"]);
+  assert.equal(framer.capacity, 0);
+  assert.equal(framer.buffered, 0);
+});
+
+Deno.test("LineFramer grows the held line by doubling: a line dribbled one byte a read holds at most twice its size", () => {
+  const framer = new LineFramer(KIB16);
+  const line = "x".repeat(5000);
+  for (const c of line) {
+    framer.push(b(c));
+    assert.ok(
+      framer.capacity <= Math.max(64, 2 * framer.buffered),
+      `capacity ${framer.capacity} for ${framer.buffered} bytes`,
+    );
+  }
+  assert.deepEqual(framer.push(b("\n")).lines, [line]);
+  assert.equal(framer.capacity, 0);
+});
+
+Deno.test("LineFramer never allocates past the limit plus one byte for a line", () => {
+  const framer = new LineFramer(1000);
+  for (let i = 0; i < 999; i++) framer.push(b("z"));
+  framer.push(b("\r"));
+  assert.ok(framer.capacity <= 1001, `capacity ${framer.capacity}`);
+  assert.deepEqual(framer.push(b("\n")).lines, ["z".repeat(999)]);
+});

@@ -20,7 +20,7 @@
  */
 
 import { bytesToString, stringToBytes } from "../bytes.ts";
-import { writeAll } from "../log.ts";
+import { writeAll } from "../write_all.ts";
 import { type BusMessage, formatMessage, parseMessage } from "./codec.ts";
 import { encodeFrame, FrameDecoder } from "./frames.ts";
 import type { Opener, Sealer, Session } from "./handshake.ts";

@@ -1,0 +1,63 @@
+/**
+ * Specification of lib/idle_gc.ts: a quiet node whose heap grew collects once; a busy one,
+ * or one whose heap did not grow, is left alone.
+ */
+
+import assert from "assert";
+import { IdleGc } from "../lib/idle_gc.ts";
+import { waitFor } from "./helpers.ts";
+
+Deno.test("IdleGc collects only when the node was (nearly) quiet since the last look and its heap grew past the bound", () => {
+  let work = 0;
+  let heap = 100;
+  let runs = 0;
+  const idle = new IdleGc({
+    activity: () => work,
+    heapBytes: () => heap,
+    gc: () => {
+      runs++;
+      heap = 105;
+    },
+    growthBytes: 50,
+    quietBelow: 10,
+  });
+  idle.tick(); // first look: nothing to compare with
+  heap = 200;
+  work += 10;
+  idle.tick(); // busy
+  work += 9; // a trickle is quiet
+  assert.equal(runs, 0);
+  idle.tick(); // quiet enough, grown by 100
+  assert.equal(runs, 1);
+  assert.equal(idle.collections, 1);
+  heap = 150; // grown by 45 since the collection: under the bound
+  idle.tick();
+  assert.equal(runs, 1);
+  heap = 156;
+  idle.tick();
+  assert.equal(runs, 2);
+});
+
+Deno.test("IdleGc finds V8's collector on this Deno (loaded when first due) and gives a grown heap back", async () => {
+  const idle = new IdleGc({ activity: () => 0, growthBytes: 8 * 1024 * 1024 });
+  let junk: unknown[] = [];
+  for (let i = 0; i < 300_000; i++) junk.push({ i, s: `garbage ${i}` });
+  const grown = Deno.memoryUsage().heapTotal;
+  junk = [];
+  idle.tick();
+  idle.tick(); // due: the collector loads
+  await waitFor(
+    () => {
+      idle.tick();
+      return idle.collections > 0;
+    },
+    5000,
+    "a collection",
+  );
+  assert.equal(idle.collections, 1, "collected once");
+  assert.ok(
+    Deno.memoryUsage().heapUsed < grown,
+    "the heap shrank",
+  );
+  assert.equal(junk.length, 0);
+});
