@@ -31,10 +31,30 @@ export function fnv1a(s: string, seed = 0): number {
   return h >>> 0;
 }
 
+/**
+ * The 32-bit hash of a client id found at `text[from, to)`, without slicing it out: equal to
+ * `fnv1a(text.slice(from, to), 0x9e3779b9)`. Its low bits are the client's bucket; the store's
+ * index keys on all of it, so a load hashes each client once for both.
+ */
+export function clientHash(text: string, from: number, to: number): number {
+  let h = (0x811c9dc5 ^ 0x9e3779b9) >>> 0;
+  for (let i = from; i < to; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
 /** The bucket a client's record lives in. */
 export function bucketOf(client: string): number {
-  return fnv1a(client, 0x9e3779b9) & (BUCKETS - 1);
+  return clientHash(client, 0, client.length) & (BUCKETS - 1);
 }
+
+/** Bytes of `Digest.toBytes()`: each bucket's two hash words and its count. */
+export const DIGEST_BYTES = BUCKETS * 12;
 
 /** Per-bucket XOR of 64-bit line hashes. */
 export class Digest {
@@ -47,24 +67,64 @@ export class Digest {
   replace(client: string, before: string | undefined, after: string): void {
     const b = bucketOf(client);
     if (before === undefined) this.counts[b]++;
-    else {
-      this.#hash(before);
-      this.lo[b] ^= this.#h1;
-      this.hi[b] ^= this.#h2;
-    }
-    this.#hash(after);
+    else this.toggle(b, before, 0, before.length);
+    this.toggle(b, after, 0, after.length);
+  }
+
+  /**
+   * Adds the line at `text[from, to)` to bucket `b`'s hash, or removes it if it is there
+   * (XOR). Counts are the caller's: a replaced record toggles two lines and counts none.
+   */
+  toggle(b: number, text: string, from: number, to: number): void {
+    this.#hash(text, from, to);
     this.lo[b] ^= this.#h1;
     this.hi[b] ^= this.#h2;
+  }
+
+  /** Adds every bucket of `other` (hashes and counts) to this digest. */
+  absorb(other: Digest): void {
+    for (let i = 0; i < BUCKETS; i++) {
+      this.lo[i] ^= other.lo[i];
+      this.hi[i] ^= other.hi[i];
+      this.counts[i] += other.counts[i];
+    }
+  }
+
+  /** The whole digest as `DIGEST_BYTES` bytes (little-endian words), to store beside a snapshot. */
+  toBytes(): Uint8Array {
+    const out = new Uint8Array(DIGEST_BYTES);
+    const view = new DataView(out.buffer);
+    for (let i = 0; i < BUCKETS; i++) {
+      view.setUint32(i * 4, this.lo[i], true);
+      view.setUint32((BUCKETS + i) * 4, this.hi[i], true);
+      view.setUint32((2 * BUCKETS + i) * 4, this.counts[i], true);
+    }
+    return out;
+  }
+
+  /** The digest `toBytes()` wrote; null when `bytes` is not one. */
+  static fromBytes(bytes: unknown): Digest | null {
+    if (!(bytes instanceof Uint8Array) || bytes.length !== DIGEST_BYTES) {
+      return null;
+    }
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    const d = new Digest();
+    for (let i = 0; i < BUCKETS; i++) {
+      d.lo[i] = view.getUint32(i * 4, true);
+      d.hi[i] = view.getUint32((BUCKETS + i) * 4, true);
+      d.counts[i] = view.getUint32((2 * BUCKETS + i) * 4, true);
+    }
+    return d;
   }
 
   #h1 = 0;
   #h2 = 0;
 
-  /** Two independent 32-bit hashes of a line in one pass (into #h1, #h2). */
-  #hash(s: string): void {
+  /** Two independent 32-bit hashes of `s[from, to)` in one pass (into #h1, #h2). */
+  #hash(s: string, from: number, to: number): void {
     let h1 = 0x811c9dc5;
     let h2 = 0x2b992ddf;
-    for (let i = 0; i < s.length; i++) {
+    for (let i = from; i < to; i++) {
       const c = s.charCodeAt(i);
       h1 = Math.imul(h1 ^ c, 0x01000193);
       h2 = Math.imul(h2 ^ c, 0x5bd1e995);

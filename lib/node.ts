@@ -38,7 +38,7 @@ import {
 } from "./protocol.ts";
 import { clientOf, formatAt } from "./record.ts";
 import { Server, type Session } from "./server.ts";
-import { Store } from "./store.ts";
+import { Store, type StoreOptions } from "./store.ts";
 import type { Topology } from "./topology.ts";
 
 /** A node's configuration. */
@@ -72,8 +72,10 @@ export interface NodeConfig {
     syncIntervalMs?: number;
     maxOutboxBytes?: number;
   };
-  /** Store tuning. */
-  store?: { snapshotMinRecords?: number };
+  /** Store tuning (tests shorten it; `onCommit` feeds metrics). */
+  store?: Omit<StoreOptions, "log">;
+  /** Opens the KV (tests wrap it to slow or break it). Default `Deno.openKv`. */
+  openKv?: (path: string) => Promise<Deno.Kv>;
 }
 
 /** A problem the operator caused or can fix; its message is one line. */
@@ -144,7 +146,8 @@ export class HerdNode {
     const kvPath = this.config.kv ??
       (dataDir === null ? ":memory:" : `${dataDir}/${name}.kv`);
     try {
-      this.#kv = await Deno.openKv(kvPath);
+      const openKv = this.config.openKv ?? ((p: string) => Deno.openKv(p));
+      this.#kv = await openKv(kvPath);
     } catch (e) {
       await this.#release();
       throw new NodeStartError(

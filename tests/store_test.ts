@@ -8,8 +8,10 @@
 
 import assert from "assert";
 import { bytesToString, stringToBytes } from "../lib/bytes.ts";
+import { Digest } from "../lib/digest.ts";
 import { NodeLog } from "../lib/log.ts";
 import { HerdNode } from "../lib/node.ts";
+import { clientOf } from "../lib/record.ts";
 import { Store } from "../lib/store.ts";
 import {
   Client,
@@ -102,8 +104,13 @@ function measuredKv(kv: Deno.Kv): {
       state.gate = g;
     },
   };
+  // A value that is not bytes (the snapshot description) as its JSON, its byte arrays
+  // counted by length.
   const size = (v: unknown) =>
-    v instanceof Uint8Array ? v.byteLength : JSON.stringify(v).length;
+    v instanceof Uint8Array ? v.byteLength : JSON.stringify(
+      v,
+      (_, x) => x instanceof Uint8Array ? "#".repeat(x.byteLength) : x,
+    ).length;
   const atomic = () => {
     const op = kv.atomic();
     const shape: CommitShape = { mutations: 0, bytes: 0, largestValue: 0 };
@@ -138,6 +145,37 @@ function measuredKv(kv: Deno.Kv): {
     },
   });
   return state;
+}
+
+/** The digest of the records in `text` (lines joined by `\n`), computed line by line. */
+function digestOf(text: string): Digest {
+  const d = new Digest();
+  for (const line of text.split("\n")) {
+    d.replace(clientOf(line), undefined, line);
+  }
+  return d;
+}
+
+/** `kv` whose range reads (`list` with a `start`: what a load reads) wait for `held`. */
+function holdRangeReads(
+  kv: Deno.Kv,
+  held: { promise: Promise<void> },
+): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "list") {
+        return (sel: Deno.KvListSelector, opts?: Deno.KvListOptions) => {
+          if (!("start" in sel)) return target.list(sel, opts);
+          return (async function* () {
+            await held.promise;
+            yield* target.list(sel, opts);
+          })();
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
 }
 
 /** Resolves after the current macrotask and its microtasks. */
@@ -415,11 +453,18 @@ Deno.test("Store: once the log outgrows the state it is folded into a snapshot, 
     await waitFor(() => store.stats().snapshots === 1, 5000, "a snapshot");
     for (let i = 50; i < 70; i++) offer(store, `c${i}`, "12");
     await store.durable()!.promise;
-    const meta =
-      (await kv.get<{ gen: number; chunks: number; walFrom: number }>(
-        ["meta", "snap"],
-      )).value!;
-    assert.deepEqual(meta, { gen: 1, chunks: 1, walFrom: 2 });
+    const meta = (await kv.get<Record<string, unknown>>(["meta", "snap"]))
+      .value!;
+    assert.deepEqual(
+      { gen: meta.gen, chunks: meta.chunks, walFrom: meta.walFrom },
+      { gen: 1, chunks: 1, walFrom: 2 },
+    );
+    assert.equal(meta.records, 60);
+    assert.deepEqual(
+      meta.digest,
+      digestOf((await listAll(kv, ["snap"]))[0][1] as string).toBytes(),
+      "the snapshot's digest is that of exactly its lines",
+    );
     assert.deepEqual((await listAll(kv, ["wal"])).map(([k]) => k), [[
       "wal",
       2,
@@ -481,6 +526,8 @@ Deno.test("Store: a crash after a snapshot was written but before the folded log
     gen: 2,
     chunks: 1,
     walFrom: 5,
+    records: 4,
+    digest: digestOf(want.join("\n")).toBytes(),
   });
 });
 
@@ -577,6 +624,9 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
     store.offer(late); // in the log after the snapshot: the last record loaded
     await store.durable()!.promise;
   }
+  // The load's range reads wait until the test has sent its WHATSAT: however fast the
+  // load, the WHATSAT is sent while it runs.
+  const held = Promise.withResolvers<void>();
   const node = new HerdNode({
     name: "A",
     topology: makeTopology(["A"], []),
@@ -584,6 +634,7 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
     places: new StubPlaces(),
     console: false,
     clock: fixedClock(1700000000_000000000n),
+    openKv: async (path) => holdRangeReads(await Deno.openKv(path), held),
   });
   try {
     await node.start();
@@ -601,11 +652,13 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
       "AT A +99999999.500000000 client-7 +1+1 1600000000.5\n",
     );
     await c.send("WHATSAT late-client 10 2\n");
+    await nextTurn();
     assert.equal(
       node.store.isLoaded,
       false,
       "the WHATSAT was sent during the load",
     );
+    held.resolve();
     assert.equal(
       await c.readUntil("\n\n", 1, 10_000),
       `${late}\n${STUB_JSON(2)}\n\n`,
@@ -616,6 +669,7 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
     assert.equal(await c.lines(1), "? WHATSAT nobody 10 2\n");
     assert.equal(node.store.size, n + 1);
   } finally {
+    held.resolve();
     await node.stop();
   }
 });
