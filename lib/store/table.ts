@@ -67,13 +67,6 @@ export class RecordTable {
     return this.#size;
   }
 
-  /** Makes room for `more` entries beyond the current ones without growing one by one. */
-  reserve(more: number): void {
-    const need = this.#size + more;
-    if (need > this.#hashes.length) this.#growEntries(need);
-    if (slotsFor(need) > this.#slots.length) this.#rehash(slotsFor(need));
-  }
-
   /**
    * The entry of the client whose id is `key[from, to)` and whose hash is `h`; when there is
    * none, a negative number to pass to `add` (where its entry would go).
