@@ -48,6 +48,23 @@ export function clientHash(text: string, from: number, to: number): number {
   return h >>> 0;
 }
 
+/** `clientHash` of a client id held as bytes (`bytes[from, to)`, one byte a char). */
+export function clientHashIn(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+): number {
+  let h = (0x811c9dc5 ^ 0x9e3779b9) >>> 0;
+  for (let i = from; i < to; i++) {
+    h ^= bytes[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
 /** The bucket a client's record lives in. */
 export function bucketOf(client: string): number {
   return clientHash(client, 0, client.length) & (BUCKETS - 1);
@@ -76,9 +93,29 @@ export class Digest {
    * (XOR). Counts are the caller's: a replaced record toggles two lines and counts none.
    */
   toggle(b: number, text: string, from: number, to: number): void {
-    this.#hash(text, from, to);
-    this.lo[b] ^= this.#h1;
-    this.hi[b] ^= this.#h2;
+    // Two independent 32-bit hashes of the line in one pass.
+    let h1 = 0x811c9dc5;
+    let h2 = 0x2b992ddf;
+    for (let i = from; i < to; i++) {
+      const c = text.charCodeAt(i);
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    }
+    this.lo[b] ^= finish1(h1);
+    this.hi[b] ^= finish2(h2);
+  }
+
+  /** `toggle` for a line held as bytes (`bytes[from, to)`, one byte a char). */
+  toggleIn(b: number, bytes: Uint8Array, from: number, to: number): void {
+    let h1 = 0x811c9dc5;
+    let h2 = 0x2b992ddf;
+    for (let i = from; i < to; i++) {
+      const c = bytes[i];
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    }
+    this.lo[b] ^= finish1(h1);
+    this.hi[b] ^= finish2(h2);
   }
 
   /** Adds every bucket of `other` (hashes and counts) to this digest. */
@@ -115,28 +152,6 @@ export class Digest {
       d.counts[i] = view.getUint32((2 * BUCKETS + i) * 4, true);
     }
     return d;
-  }
-
-  #h1 = 0;
-  #h2 = 0;
-
-  /** Two independent 32-bit hashes of `s[from, to)` in one pass (into #h1, #h2). */
-  #hash(s: string, from: number, to: number): void {
-    let h1 = 0x811c9dc5;
-    let h2 = 0x2b992ddf;
-    for (let i = from; i < to; i++) {
-      const c = s.charCodeAt(i);
-      h1 = Math.imul(h1 ^ c, 0x01000193);
-      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
-    }
-    h1 ^= h1 >>> 16;
-    h1 = Math.imul(h1, 0x85ebca6b);
-    h1 ^= h1 >>> 13;
-    h2 ^= h2 >>> 15;
-    h2 = Math.imul(h2, 0xc2b2ae35);
-    h2 ^= h2 >>> 16;
-    this.#h1 = h1 >>> 0;
-    this.#h2 = h2 >>> 0;
   }
 
   /** A short summary of all buckets: equal roots mean (with high probability) equal records. */
@@ -183,6 +198,22 @@ export class Digest {
     }
     return out;
   }
+}
+
+/** The final mixing of a line's first hash. */
+function finish1(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+/** The final mixing of a line's second hash. */
+function finish2(h: number): number {
+  h ^= h >>> 15;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
 }
 
 function word(raw: string, at: number): number {

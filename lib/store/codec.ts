@@ -8,9 +8,8 @@
  * number of records and the snapshot's bucket digest, so a load presizes its index and skips
  * hashing every line; a description without them (format 1) still loads, hashing as before.
  *
- * Measured on 80 MB of stored lines (1,000,000 clients): the native UTF-8 decoder without
- * validation turns them into text in ~11 ms against ~40-76 ms validating, and a packer that
- * encodes ASCII natively avoids a per-char loop on the commit path.
+ * A load does not decode values into text: it reads lines in the bytes KV hands over (see
+ * `table.ts`), and the encoder writes ASCII natively instead of a char at a time.
  *
  * @example
  * ```ts
@@ -18,7 +17,7 @@
  * const p = new Packer(60_000);
  * p.add("AT A +0.000000000 kiwi +1+1 5");
  * const [value] = p.finish();
- * unpack([value.bytes]); // "AT A +0.000000000 kiwi +1+1 5"
+ * unpack(value.bytes); // "AT A +0.000000000 kiwi +1+1 5"
  * ```
  * @module
  */
@@ -95,39 +94,17 @@ export class Packer {
   }
 }
 
-const lossy = new TextDecoder("utf-8", { ignoreBOM: true });
+/** A stored value's bytes; throws when it is not bytes (not something the store wrote). */
+export function storedBytes(value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw new Error("a stored value is not bytes");
+  }
+  return value;
+}
 
-/**
- * The text of packed values: their lines joined by `\n`, one char a byte. Several values
- * become one text (their lines in order), joined in `scratch` when it is large enough: one
- * buffer reused for every group touches no fresh memory (first touches of fresh pages were
- * most of a load's time here, measured; see docs/store.md).
- */
-export function unpack(values: unknown[], scratch?: Uint8Array): string {
-  let size = values.length - 1;
-  for (const v of values) {
-    if (!(v instanceof Uint8Array)) {
-      throw new Error("a stored value is not bytes");
-    }
-    size += v.length;
-  }
-  let bytes = values[0] as Uint8Array;
-  if (values.length > 1) {
-    bytes = scratch !== undefined && scratch.length >= size
-      ? scratch.subarray(0, size)
-      : new Uint8Array(size);
-    let at = 0;
-    for (const v of values as Uint8Array[]) {
-      if (at > 0) bytes[at++] = 10;
-      bytes.set(v, at);
-      at += v.length;
-    }
-  }
-  // Without validation the decoder is several times faster. Equal length and no U+FFFD
-  // means every byte was one ASCII char, where UTF-8 and byte strings agree.
-  const text = lossy.decode(bytes);
-  if (text.length === bytes.length && text.indexOf("\uFFFD") < 0) return text;
-  return bytesToString(bytes);
+/** The text of a packed value: its lines joined by `\n`, one char a byte. */
+export function unpack(value: unknown): string {
+  return bytesToString(storedBytes(value));
 }
 
 /** The snapshot description stored under `storeKeys.meta`. */

@@ -2,17 +2,18 @@
  * The in-memory index of a store: the latest AT line of every client, found by client id.
  *
  * An open-addressing hash table over typed arrays instead of a `Map<string, string>`, and
- * lazy lines: a record loaded from KV stays inside the text of the value it came in (entry =
- * that text and an offset) and is cut out only when read. Profiled on a load of 1,000,000
- * clients, the `Map` version spent 44% of its time in `Map` get/set, 18% in the garbage
- * collector (two fresh strings a record: the line and its client key) and 16% hashing lines
- * for the digest (see docs/store.md). Here a load hashes each client id once, in place (that
- * hash is also its digest bucket), probes an `Int32Array`, and allocates nothing per record.
+ * lazy lines: a record loaded from KV stays inside the bytes of the value it came in (entry =
+ * those bytes and an offset) and becomes a string only when read. Profiled on a load of
+ * 1,000,000 clients, the `Map` version spent 44% of its time in `Map` get/set, 18% in the
+ * garbage collector (two fresh strings a record: the line and its client key) and 16% hashing
+ * lines for the digest; decoding the values into strings then still cost the load's thread
+ * ~0.9 s of its ~1 s (first touches of 80 MB of fresh memory; see docs/store.md). Here a load
+ * scans the bytes KV handed over, hashes each client id once, in place (that hash is also its
+ * digest bucket), probes an `Int32Array`, and allocates nothing per record.
  *
- * Memory per client: the line's bytes in its value's text, plus 12 bytes of entry arrays and
- * 8 to 16 of slots (load factor at most 1/2). Keeping a value's text alive while any of its
- * lines is current costs what the `Map` of sliced strings cost before: a substring of 13
- * chars or more holds its parent in V8 too.
+ * Memory per client: the line's bytes in its stored value (outside V8's heap), plus 12 bytes
+ * of entry arrays and 8 to 16 of slots (load factor at most 1/2). A value stays alive while
+ * any of its lines is current, as a parent string did for the `Map`'s sliced strings.
  *
  * Entries are never removed (a client's record is only ever replaced), so probing needs no
  * tombstones, and entries keep their insertion order for iteration.
@@ -31,11 +32,28 @@
  * @module
  */
 
+import { bytesToString } from "../bytes.ts";
+
 /** Start of the client field of the AT line at `text[off..]` (after three spaces). */
 export function clientStart(text: string, off: number): number {
   let p = text.indexOf(" ", off) + 1;
   p = text.indexOf(" ", p) + 1;
   return text.indexOf(" ", p) + 1;
+}
+
+/** `clientStart` for a line held as bytes (0 when it has no three spaces). */
+export function clientStartIn(bytes: Uint8Array, off: number): number {
+  let p = bytes.indexOf(32, off) + 1;
+  if (p === 0) return 0;
+  p = bytes.indexOf(32, p) + 1;
+  if (p === 0) return 0;
+  return bytes.indexOf(32, p) + 1;
+}
+
+/** The line starting at `bytes[off]`, up to the next `\n` or the end, as a byte string. */
+export function lineIn(bytes: Uint8Array, off: number): string {
+  const end = bytes.indexOf(10, off);
+  return bytesToString(bytes.subarray(off, end < 0 ? bytes.length : end));
 }
 
 const MIN_SLOTS = 1024;
@@ -44,10 +62,10 @@ const MIN_SLOTS = 1024;
 export class RecordTable {
   /** Per entry: the client's 32-bit hash (`clientHash`). */
   #hashes: Uint32Array;
-  /** Per entry: where its line starts in `#texts[i]`, or -1 when `#texts[i]` is the line. */
+  /** Per entry: where its line starts in the bytes `#texts[i]`, or -1 when `#texts[i]` is the line. */
   #offs: Int32Array;
-  /** Per entry: the line, or the value text holding it. */
-  #texts: string[] = [];
+  /** Per entry: the line, or the stored value (bytes) holding it. */
+  #texts: (string | Uint8Array)[];
   /** Open addressing, linear probing: entry index + 1, or 0 when free. */
   #slots: Int32Array;
   #mask: number;
@@ -58,6 +76,8 @@ export class RecordTable {
     const cap = Math.max(16, expected);
     this.#hashes = new Uint32Array(cap);
     this.#offs = new Int32Array(cap);
+    // Filled up front: growing by `push` cost a load ~2x more than writing in place.
+    this.#texts = new Array(cap).fill("");
     this.#slots = new Int32Array(slotsFor(cap));
     this.#mask = this.#slots.length - 1;
   }
@@ -68,10 +88,11 @@ export class RecordTable {
   }
 
   /**
-   * The entry of the client whose id is `key[from, to)` and whose hash is `h`; when there is
-   * none, a negative number to pass to `add` (where its entry would go).
+   * The entry of the client whose id is `key[from, to)` (a string, or bytes of a stored
+   * value) and whose hash is `h`; when there is none, a negative number to pass to `add`
+   * (where its entry would go).
    */
-  find(h: number, key: string, from: number, to: number): number {
+  find(h: number, key: string | Uint8Array, from: number, to: number): number {
     const slots = this.#slots;
     const mask = this.#mask;
     const hashes = this.#hashes;
@@ -85,10 +106,10 @@ export class RecordTable {
   }
 
   /**
-   * Adds an entry for a client not in the table (`at` from `find`), its line being `text`
-   * (`off` -1) or the line starting at `text[off]` and ending at the next `\n` or the end.
+   * Adds an entry for a client not in the table (`at` from `find`): its line is `text`
+   * (`off` -1), or starts at `text[off]` in a stored value and ends at the next `\n`.
    */
-  add(h: number, text: string, off: number, at: number): number {
+  add(h: number, text: string | Uint8Array, off: number, at: number): number {
     const i = this.#size;
     if (i === this.#hashes.length) {
       this.#growEntries(Math.ceil(i * 1.5) + 16);
@@ -99,25 +120,24 @@ export class RecordTable {
     }
     this.#hashes[i] = h;
     this.#offs[i] = off;
-    this.#texts.push(text);
+    if (i < this.#texts.length) this.#texts[i] = text;
+    else this.#texts.push(text);
     this.#slots[-1 - at] = i + 1;
     this.#size = i + 1;
     return i;
   }
 
   /** Entry `i` now holds `line` (or the line at `text[off]`, as in `add`). */
-  set(i: number, text: string, off = -1): void {
+  set(i: number, text: string | Uint8Array, off = -1): void {
     this.#texts[i] = text;
     this.#offs[i] = off;
   }
 
   /** The line of entry `i`. */
   lineAt(i: number): string {
-    const text = this.#texts[i];
     const off = this.#offs[i];
-    if (off < 0) return text;
-    const end = text.indexOf("\n", off);
-    return text.slice(off, end < 0 ? text.length : end);
+    if (off < 0) return this.#texts[i] as string;
+    return lineIn(this.#texts[i] as Uint8Array, off);
   }
 
   /** The client hash of entry `i`. */
@@ -126,14 +146,37 @@ export class RecordTable {
   }
 
   /** Whether entry `i`'s client id is `key[from, to)`, compared in place. */
-  #isClient(i: number, key: string, from: number, to: number): boolean {
-    const text = this.#texts[i];
-    const off = this.#offs[i];
-    const p = clientStart(text, off < 0 ? 0 : off);
+  #isClient(
+    i: number,
+    key: string | Uint8Array,
+    from: number,
+    to: number,
+  ): boolean {
     const n = to - from;
-    if (text.charCodeAt(p + n) !== 32) return false;
-    for (let j = 0; j < n; j++) {
-      if (text.charCodeAt(p + j) !== key.charCodeAt(from + j)) return false;
+    const off = this.#offs[i];
+    if (off < 0) {
+      const line = this.#texts[i] as string;
+      const p = clientStart(line, 0);
+      if (line.charCodeAt(p + n) !== 32) return false;
+      if (typeof key === "string") {
+        return line.startsWith(key.slice(from, to), p);
+      }
+      for (let j = 0; j < n; j++) {
+        if (line.charCodeAt(p + j) !== key[from + j]) return false;
+      }
+      return true;
+    }
+    const bytes = this.#texts[i] as Uint8Array;
+    const p = clientStartIn(bytes, off);
+    if (p === 0 || bytes[p + n] !== 32) return false;
+    if (typeof key === "string") {
+      for (let j = 0; j < n; j++) {
+        if (bytes[p + j] !== key.charCodeAt(from + j)) return false;
+      }
+    } else {
+      for (let j = 0; j < n; j++) {
+        if (bytes[p + j] !== key[from + j]) return false;
+      }
     }
     return true;
   }
