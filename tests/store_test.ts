@@ -1205,3 +1205,42 @@ Deno.test("Store: onCommit hears every successful commit with its duration and r
     },
   );
 });
+
+Deno.test("Store: a load skips and counts stored lines that are not AT lines, keeps every valid one around them, and reads each back byte for byte", async () => {
+  using kv = await openKv(":memory:");
+  const odd = bytesToString(new Uint8Array([0xc3, 0xa9, 0xff, 0x41]));
+  const valid = [at("first", "1"), at(odd, "2"), at("x", "3"), at("last", "4")];
+  const junk = [
+    "garbage",
+    "AT A +0.1",
+    "AT A +0.1 ",
+    "AT A +0.1  +1+1 5", // an empty client id
+    "AT A +0.1 noloc",
+  ];
+  await kv.set(
+    storeKeys.wal(0),
+    stringToBytes(
+      [valid[0], ...junk, valid[1], "", valid[2], junk[1]].join("\n"),
+    ),
+  );
+  // A value that ends inside a malformed line, and one that is a single valid line.
+  await kv.set(storeKeys.wal(1), stringToBytes(`AT A +0.1 ${"y".repeat(20)}`));
+  await kv.set(storeKeys.wal(2), stringToBytes(valid[3]));
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  await using store = await openStore(kv, { log });
+  await store.loaded;
+  assert.deepEqual([...store.records()], valid);
+  assert.equal(store.get(odd), valid[1]);
+  assert.equal(store.get("x"), valid[2]);
+  const loaded = log.memory.map((l) => JSON.parse(l)).find((e) =>
+    e.event === "store_loaded"
+  );
+  assert.deepEqual(
+    { records: loaded.records, malformed: loaded.malformed },
+    { records: 4, malformed: junk.length + 2 },
+  );
+  assert.equal(
+    store.digest.encode(),
+    digestOf(valid.join("\n")).encode(),
+  );
+});
