@@ -19,17 +19,29 @@ export const BUCKETS = 1024;
 
 /** FNV-1a over a byte string's char codes, 32 bits, with a seed mixed into the basis. */
 export function fnv1a(s: string, seed = 0): number {
+  return fnv1aRange(s, 0, s.length, seed);
+}
+
+/** `fnv1a` of `s[from, to)`, without slicing it out. */
+function fnv1aRange(s: string, from: number, to: number, seed: number): number {
   let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < s.length; i++) {
+  for (let i = from; i < to; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  // Final avalanche so nearby inputs spread over all bits.
+  return avalanche(h);
+}
+
+/** Final avalanche so nearby inputs spread over all bits. */
+function avalanche(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   return h >>> 0;
 }
+
+/** The seed of client hashes (so they differ from other uses of `fnv1a`). */
+const CLIENT_SEED = 0x9e3779b9;
 
 /**
  * The 32-bit hash of a client id found at `text[from, to)`, without slicing it out: equal to
@@ -37,15 +49,7 @@ export function fnv1a(s: string, seed = 0): number {
  * index keys on all of it, so a load hashes each client once for both.
  */
 export function clientHash(text: string, from: number, to: number): number {
-  let h = (0x811c9dc5 ^ 0x9e3779b9) >>> 0;
-  for (let i = from; i < to; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  return h >>> 0;
+  return fnv1aRange(text, from, to, CLIENT_SEED);
 }
 
 /** `clientHash` of a client id held as bytes (`bytes[from, to)`, one byte a char). */
@@ -54,15 +58,12 @@ export function clientHashIn(
   from: number,
   to: number,
 ): number {
-  let h = (0x811c9dc5 ^ 0x9e3779b9) >>> 0;
+  let h = (0x811c9dc5 ^ CLIENT_SEED) >>> 0;
   for (let i = from; i < to; i++) {
     h ^= bytes[i];
     h = Math.imul(h, 0x01000193);
   }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  return h >>> 0;
+  return avalanche(h);
 }
 
 /** The bucket a client's record lives in. */
