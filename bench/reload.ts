@@ -2,13 +2,16 @@
  * Restart with many clients stored: build a node's KV with `BENCH_CLIENTS` clients
  * (default 1,000,000) through the store's own group commit and snapshot, then measure, for
  * a real `main.ts` process: spawn to listening (TCP connect succeeds) and spawn to fully
- * loaded (its `store_loaded` line); and, in this process, heap bytes per client once loaded.
+ * loaded (its `store_loaded` line), with the node's CPU time and resident memory then; and, in
+ * this process, the load's wall and CPU time and memory per client once loaded (V8 heap, and
+ * `external`: the stored values the loaded lines stay in).
  *
  * Run with `--v8-flags=--expose-gc` for the memory figure.
  *
  * @module
  */
 
+import process from "node:process";
 import { Store } from "../lib/store.ts";
 import {
   gc,
@@ -17,6 +20,40 @@ import {
   waitListening,
   writeTopology,
 } from "./common.ts";
+
+/**
+ * CPU time (user + system, every thread) a process has used so far, from `/proc` (Linux;
+ * null elsewhere). On a shared machine it varies far less than wall time.
+ */
+function processCpuMs(pid: number): number | null {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // utime and stime are fields 14 and 15 of the whole line, in ticks of 10 ms.
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return null;
+  }
+}
+
+/** Full collections until freed ArrayBuffers have left `external` (they are swept later). */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    gc();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Resident memory of a process in MB, from `/proc` (Linux; null elsewhere). */
+function processRssMb(pid: number): number | null {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const kb = Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]);
+    return Number.isFinite(kb) ? Math.round(kb / 1024) : null;
+  } catch {
+    return null;
+  }
+}
 
 const clients = Number(Deno.env.get("BENCH_CLIENTS") ?? 1_000_000);
 const dir = await Deno.makeTempDir({ prefix: "herd-bench-reload-" });
@@ -51,16 +88,22 @@ try {
   const buildMs = performance.now() - t0;
 
   // Memory per client, in this process.
-  gc();
-  const before = Deno.memoryUsage().heapUsed;
+  await settle();
+  const m0 = Deno.memoryUsage();
   const kv = await Deno.openKv(kvPath);
   t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const store = await Store.open(kv);
   await store.loaded;
   const loadInProcessMs = performance.now() - t0;
-  gc();
-  const after = Deno.memoryUsage().heapUsed;
-  const bytesPerClient = Math.round((after - before) / store.size);
+  // CPU time (every thread, KV's included) varies less than wall time on a shared machine.
+  const cpu = process.cpuUsage(cpu0);
+  await settle();
+  const m1 = Deno.memoryUsage();
+  // Loaded lines stay in the values KV handed over: ArrayBuffers, counted in `external`.
+  const perClient = (bytes: number) => Math.round(bytes / store.size);
+  const heapPerClient = perClient(m1.heapUsed - m0.heapUsed);
+  const externalPerClient = perClient(m1.external - m0.external);
   await store.close();
   kv.close();
 
@@ -72,13 +115,20 @@ try {
       node.started,
     );
     const loaded = await node.waitLine(/store_loaded/, 120_000);
+    const cpuMs = processCpuMs(node.child.pid);
+    const rssMb = processRssMb(node.child.pid);
     result("reload", {
       clients,
       build_s: Math.round(buildMs / 100) / 10,
       spawn_to_listening_ms: Math.round(listenMs),
       spawn_to_loaded_ms: Math.round(loaded.ms),
+      ...(cpuMs === null ? {} : { spawn_to_loaded_cpu_ms: cpuMs }),
       load_in_process_ms: Math.round(loadInProcessMs),
-      heap_bytes_per_client: bytesPerClient,
+      load_in_process_cpu_ms: Math.round((cpu.user + cpu.system) / 1000),
+      heap_bytes_per_client: heapPerClient,
+      external_bytes_per_client: externalPerClient,
+      memory_bytes_per_client: heapPerClient + externalPerClient,
+      ...(rssMb === null ? {} : { node_rss_mb: rssMb }),
     });
   } finally {
     await node.stop();

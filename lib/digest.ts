@@ -19,22 +19,60 @@ export const BUCKETS = 1024;
 
 /** FNV-1a over a byte string's char codes, 32 bits, with a seed mixed into the basis. */
 export function fnv1a(s: string, seed = 0): number {
+  return fnv1aRange(s, 0, s.length, seed);
+}
+
+/** `fnv1a` of `s[from, to)`, without slicing it out. */
+function fnv1aRange(s: string, from: number, to: number, seed: number): number {
   let h = (0x811c9dc5 ^ seed) >>> 0;
-  for (let i = 0; i < s.length; i++) {
+  for (let i = from; i < to; i++) {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  // Final avalanche so nearby inputs spread over all bits.
+  return avalanche(h);
+}
+
+/** Final avalanche so nearby inputs spread over all bits. */
+function avalanche(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
   return h >>> 0;
 }
 
+/** The seed of client hashes (so they differ from other uses of `fnv1a`). */
+const CLIENT_SEED = 0x9e3779b9;
+
+/**
+ * The 32-bit hash of a client id found at `text[from, to)`, without slicing it out: equal to
+ * `fnv1a(text.slice(from, to), 0x9e3779b9)`. Its low bits are the client's bucket; the store's
+ * index keys on all of it, so a load hashes each client once for both.
+ */
+export function clientHash(text: string, from: number, to: number): number {
+  return fnv1aRange(text, from, to, CLIENT_SEED);
+}
+
+/** `clientHash` of a client id held as bytes (`bytes[from, to)`, one byte a char). */
+export function clientHashIn(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+): number {
+  let h = (0x811c9dc5 ^ CLIENT_SEED) >>> 0;
+  for (let i = from; i < to; i++) {
+    h ^= bytes[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  return avalanche(h);
+}
+
 /** The bucket a client's record lives in. */
 export function bucketOf(client: string): number {
-  return fnv1a(client, 0x9e3779b9) & (BUCKETS - 1);
+  return clientHash(client, 0, client.length) & (BUCKETS - 1);
 }
+
+/** Bytes of `Digest.toBytes()`: each bucket's two hash words and its count. */
+export const DIGEST_BYTES = BUCKETS * 12;
 
 /** Per-bucket XOR of 64-bit line hashes. */
 export class Digest {
@@ -47,36 +85,74 @@ export class Digest {
   replace(client: string, before: string | undefined, after: string): void {
     const b = bucketOf(client);
     if (before === undefined) this.counts[b]++;
-    else {
-      this.#hash(before);
-      this.lo[b] ^= this.#h1;
-      this.hi[b] ^= this.#h2;
-    }
-    this.#hash(after);
-    this.lo[b] ^= this.#h1;
-    this.hi[b] ^= this.#h2;
+    else this.toggle(b, before, 0, before.length);
+    this.toggle(b, after, 0, after.length);
   }
 
-  #h1 = 0;
-  #h2 = 0;
-
-  /** Two independent 32-bit hashes of a line in one pass (into #h1, #h2). */
-  #hash(s: string): void {
+  /**
+   * Adds the line at `text[from, to)` to bucket `b`'s hash, or removes it if it is there
+   * (XOR). Counts are the caller's: a replaced record toggles two lines and counts none.
+   */
+  toggle(b: number, text: string, from: number, to: number): void {
+    // Two independent 32-bit hashes of the line in one pass.
     let h1 = 0x811c9dc5;
     let h2 = 0x2b992ddf;
-    for (let i = 0; i < s.length; i++) {
-      const c = s.charCodeAt(i);
+    for (let i = from; i < to; i++) {
+      const c = text.charCodeAt(i);
       h1 = Math.imul(h1 ^ c, 0x01000193);
       h2 = Math.imul(h2 ^ c, 0x5bd1e995);
     }
-    h1 ^= h1 >>> 16;
-    h1 = Math.imul(h1, 0x85ebca6b);
-    h1 ^= h1 >>> 13;
-    h2 ^= h2 >>> 15;
-    h2 = Math.imul(h2, 0xc2b2ae35);
-    h2 ^= h2 >>> 16;
-    this.#h1 = h1 >>> 0;
-    this.#h2 = h2 >>> 0;
+    this.lo[b] ^= finish1(h1);
+    this.hi[b] ^= finish2(h2);
+  }
+
+  /** `toggle` for a line held as bytes (`bytes[from, to)`, one byte a char). */
+  toggleIn(b: number, bytes: Uint8Array, from: number, to: number): void {
+    let h1 = 0x811c9dc5;
+    let h2 = 0x2b992ddf;
+    for (let i = from; i < to; i++) {
+      const c = bytes[i];
+      h1 = Math.imul(h1 ^ c, 0x01000193);
+      h2 = Math.imul(h2 ^ c, 0x5bd1e995);
+    }
+    this.lo[b] ^= finish1(h1);
+    this.hi[b] ^= finish2(h2);
+  }
+
+  /** Adds every bucket of `other` (hashes and counts) to this digest. */
+  absorb(other: Digest): void {
+    for (let i = 0; i < BUCKETS; i++) {
+      this.lo[i] ^= other.lo[i];
+      this.hi[i] ^= other.hi[i];
+      this.counts[i] += other.counts[i];
+    }
+  }
+
+  /** The whole digest as `DIGEST_BYTES` bytes (little-endian words), to store beside a snapshot. */
+  toBytes(): Uint8Array {
+    const out = new Uint8Array(DIGEST_BYTES);
+    const view = new DataView(out.buffer);
+    for (let i = 0; i < BUCKETS; i++) {
+      view.setUint32(i * 4, this.lo[i], true);
+      view.setUint32((BUCKETS + i) * 4, this.hi[i], true);
+      view.setUint32((2 * BUCKETS + i) * 4, this.counts[i], true);
+    }
+    return out;
+  }
+
+  /** The digest `toBytes()` wrote; null when `bytes` is not one. */
+  static fromBytes(bytes: unknown): Digest | null {
+    if (!(bytes instanceof Uint8Array) || bytes.length !== DIGEST_BYTES) {
+      return null;
+    }
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+    const d = new Digest();
+    for (let i = 0; i < BUCKETS; i++) {
+      d.lo[i] = view.getUint32(i * 4, true);
+      d.hi[i] = view.getUint32((BUCKETS + i) * 4, true);
+      d.counts[i] = view.getUint32((2 * BUCKETS + i) * 4, true);
+    }
+    return d;
   }
 
   /** A short summary of all buckets: equal roots mean (with high probability) equal records. */
@@ -123,6 +199,22 @@ export class Digest {
     }
     return out;
   }
+}
+
+/** The final mixing of a line's first hash. */
+function finish1(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+/** The final mixing of a line's second hash. */
+function finish2(h: number): number {
+  h ^= h >>> 15;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
 }
 
 function word(raw: string, at: number): number {

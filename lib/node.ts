@@ -51,7 +51,7 @@ import {
 import { clientOf, formatAt } from "./record.ts";
 import type { Gate } from "./gate.ts";
 import { Server, SERVER_DEFAULTS, type Session } from "./server.ts";
-import { Store } from "./store.ts";
+import { Store, type StoreOptions } from "./store.ts";
 import type { Topology } from "./topology.ts";
 
 /** A node's configuration. */
@@ -79,8 +79,10 @@ export interface NodeConfig {
   print?: (line: string, stream: "out" | "err") => void;
   /** Bus tuning (tests shorten intervals); defaults in `busDefaults`. */
   flood?: Partial<BusSettings>;
-  /** Store tuning. */
-  store?: { snapshotMinRecords?: number };
+  /** Store tuning (tests shorten it; `onCommit` feeds metrics). */
+  store?: Omit<StoreOptions, "log">;
+  /** Opens the KV (tests wrap it to slow or break it). Default `Deno.openKv`. */
+  openKv?: (path: string) => Promise<Deno.Kv>;
   /** HTTP tuning: bounds, watchers, the live view's feed (tests shorten them). */
   http?: HttpTuning;
 }
@@ -162,7 +164,8 @@ export class HerdNode {
     const kvPath = this.config.kv ??
       (dataDir === null ? ":memory:" : `${dataDir}/${name}.kv`);
     try {
-      this.#kv = await Deno.openKv(kvPath);
+      const openKv = this.config.openKv ?? ((p: string) => Deno.openKv(p));
+      this.#kv = await openKv(kvPath);
     } catch (e) {
       await this.#release();
       throw new NodeStartError(
@@ -172,7 +175,10 @@ export class HerdNode {
     this.#store = await Store.open(this.#kv, {
       log: this.#log,
       ...this.config.store,
-      onCommit: (seconds, records) => this.#metrics.commit(seconds, records),
+      onCommit: (seconds, records) => {
+        this.#metrics.commit(seconds, records);
+        this.config.store?.onCommit?.(seconds, records);
+      },
     });
     this.#server = new Server({
       hostname: this.config.hostname ?? spec.host,

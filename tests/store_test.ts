@@ -8,9 +8,19 @@
 
 import assert from "assert";
 import { bytesToString, stringToBytes } from "../lib/bytes.ts";
+import { Digest } from "../lib/digest.ts";
 import { NodeLog } from "../lib/log.ts";
 import { HerdNode } from "../lib/node.ts";
-import { Store } from "../lib/store.ts";
+import { clientOf } from "../lib/record.ts";
+import { Store, STORE_DEFAULTS } from "../lib/store.ts";
+import {
+  decodeMeta,
+  encodeMeta,
+  fits,
+  Packer,
+  unpack,
+} from "../lib/store/codec.ts";
+import { storeKeys } from "../lib/store/keys.ts";
 import {
   Client,
   exchange,
@@ -102,8 +112,13 @@ function measuredKv(kv: Deno.Kv): {
       state.gate = g;
     },
   };
+  // A value that is not bytes (the snapshot description) as its JSON, its byte arrays
+  // counted by length.
   const size = (v: unknown) =>
-    v instanceof Uint8Array ? v.byteLength : JSON.stringify(v).length;
+    v instanceof Uint8Array ? v.byteLength : JSON.stringify(
+      v,
+      (_, x) => x instanceof Uint8Array ? "#".repeat(x.byteLength) : x,
+    ).length;
   const atomic = () => {
     const op = kv.atomic();
     const shape: CommitShape = { mutations: 0, bytes: 0, largestValue: 0 };
@@ -138,6 +153,37 @@ function measuredKv(kv: Deno.Kv): {
     },
   });
   return state;
+}
+
+/** The digest of the records in `text` (lines joined by `\n`), computed line by line. */
+function digestOf(text: string): Digest {
+  const d = new Digest();
+  for (const line of text.split("\n")) {
+    d.replace(clientOf(line), undefined, line);
+  }
+  return d;
+}
+
+/** `kv` whose range reads (`list` with a `start`: what a load reads) wait for `held`. */
+function holdRangeReads(
+  kv: Deno.Kv,
+  held: { promise: Promise<void> },
+): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "list") {
+        return (sel: Deno.KvListSelector, opts?: Deno.KvListOptions) => {
+          if (!("start" in sel)) return target.list(sel, opts);
+          return (async function* () {
+            await held.promise;
+            yield* target.list(sel, opts);
+          })();
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
 }
 
 /** Resolves after the current macrotask and its microtasks. */
@@ -415,11 +461,18 @@ Deno.test("Store: once the log outgrows the state it is folded into a snapshot, 
     await waitFor(() => store.stats().snapshots === 1, 5000, "a snapshot");
     for (let i = 50; i < 70; i++) offer(store, `c${i}`, "12");
     await store.durable()!.promise;
-    const meta =
-      (await kv.get<{ gen: number; chunks: number; walFrom: number }>(
-        ["meta", "snap"],
-      )).value!;
-    assert.deepEqual(meta, { gen: 1, chunks: 1, walFrom: 2 });
+    const meta = (await kv.get<Record<string, unknown>>(["meta", "snap"]))
+      .value!;
+    assert.deepEqual(
+      { gen: meta.gen, chunks: meta.chunks, walFrom: meta.walFrom },
+      { gen: 1, chunks: 1, walFrom: 2 },
+    );
+    assert.equal(meta.records, 60);
+    assert.deepEqual(
+      meta.digest,
+      digestOf((await listAll(kv, ["snap"]))[0][1] as string).toBytes(),
+      "the snapshot's digest is that of exactly its lines",
+    );
     assert.deepEqual((await listAll(kv, ["wal"])).map(([k]) => k), [[
       "wal",
       2,
@@ -481,6 +534,8 @@ Deno.test("Store: a crash after a snapshot was written but before the folded log
     gen: 2,
     chunks: 1,
     walFrom: 5,
+    records: 4,
+    digest: digestOf(want.join("\n")).toBytes(),
   });
 });
 
@@ -577,6 +632,9 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
     store.offer(late); // in the log after the snapshot: the last record loaded
     await store.durable()!.promise;
   }
+  // The load's range reads wait until the test has sent its WHATSAT: however fast the
+  // load, the WHATSAT is sent while it runs.
+  const held = Promise.withResolvers<void>();
   const node = new HerdNode({
     name: "A",
     topology: makeTopology(["A"], []),
@@ -584,6 +642,7 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
     places: new StubPlaces(),
     console: false,
     clock: fixedClock(1700000000_000000000n),
+    openKv: async (path) => holdRangeReads(await Deno.openKv(path), held),
   });
   try {
     await node.start();
@@ -601,11 +660,13 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
       "AT A +99999999.500000000 client-7 +1+1 1600000000.5\n",
     );
     await c.send("WHATSAT late-client 10 2\n");
+    await nextTurn();
     assert.equal(
       node.store.isLoaded,
       false,
       "the WHATSAT was sent during the load",
     );
+    held.resolve();
     assert.equal(
       await c.readUntil("\n\n", 1, 10_000),
       `${late}\n${STUB_JSON(2)}\n\n`,
@@ -616,6 +677,7 @@ Deno.test("HerdNode: listens before its 200,000 stored records are loaded, and a
     assert.equal(await c.lines(1), "? WHATSAT nobody 10 2\n");
     assert.equal(node.store.size, n + 1);
   } finally {
+    held.resolve();
     await node.stop();
   }
 });
@@ -705,4 +767,480 @@ Deno.test("NodeLog: close() writes every entry logged before it returns, leaves 
     l,
   ) => JSON.parse(l).event);
   assert.deepEqual(events, ["first", "during"]);
+});
+
+// ---------------------------------------------------------------------------------------
+// The key schema and the packing.
+
+/** Rejects when `promise` has not settled within `ms` (a hang is a failure, not a wait). */
+async function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${what}: still pending after ${ms} ms`)),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test("storeKeys: each key and range is the documented one, and a store writes no key outside the schema", async () => {
+  assert.deepEqual(storeKeys.meta, ["meta", "snap"]);
+  assert.deepEqual(storeKeys.wal(7), ["wal", 7]);
+  assert.deepEqual(storeKeys.snapChunk(2, 5), ["snap", 2, 5]);
+  assert.deepEqual(storeKeys.walRange(0, 3, 9), {
+    start: ["wal", 3],
+    end: ["wal", 9],
+  });
+  assert.deepEqual(storeKeys.walBefore(4), {
+    start: ["wal", 0],
+    end: ["wal", 4],
+  });
+  assert.deepEqual(storeKeys.snapChunks(2, 0, 3), {
+    start: ["snap", 2, 0],
+    end: ["snap", 2, 3],
+  });
+  assert.deepEqual(storeKeys.snapBefore(2), {
+    start: ["snap", 0],
+    end: ["snap", 2],
+  });
+  assert.deepEqual(storeKeys.snapFrom(2, 3), {
+    start: ["snap", 2, 3],
+    end: ["snap", 3],
+  });
+  using kv = await openKv(":memory:");
+  await using store = await openStore(kv, {
+    snapshotMinRecords: Number.MAX_SAFE_INTEGER,
+    valueBytes: 200,
+  });
+  await store.loaded;
+  for (let i = 0; i < 20; i++) store.offer(at(`c${i}`, "1"));
+  await store.durable()!.promise;
+  await store.snapshot();
+  for (let i = 0; i < 5; i++) store.offer(at(`c${i}`, "2"));
+  await store.durable()!.promise;
+  const keys = (await listAll(kv, [])).map(([k]) => k);
+  const chunks = keys.filter((k) => k[0] === "snap").length;
+  assert.ok(chunks > 1, `${chunks} snapshot chunks`);
+  const walFrom = decodeMeta((await kv.get(storeKeys.meta)).value).walFrom;
+  const wal = keys.filter((k) => k[0] === "wal").map((k) => k[1] as number);
+  assert.ok(wal.length > 1 && wal[0] === walFrom, `${wal} from ${walFrom}`);
+  assert.deepEqual(keys, [
+    storeKeys.meta,
+    ...Array.from({ length: chunks }, (_, i) => storeKeys.snapChunk(1, i)),
+    ...wal.map((_, i) => storeKeys.wal(walFrom + i)),
+  ]);
+});
+
+Deno.test("Packer: packs lines in order into values of at most valueBytes, and unpack gives them back byte for byte", () => {
+  const lines = [
+    at("ascii", "1"),
+    // Bytes above 0x7f, and the bytes of U+FFFD itself: not ASCII, still one char a byte.
+    at(bytesToString(new Uint8Array([0xc3, 0xa9, 0xff])), "2"),
+    at(bytesToString(new Uint8Array([0xef, 0xbf, 0xbd])), "3"),
+    ...Array.from({ length: 30 }, (_, i) => at(`c${i}`, `${i}`)),
+  ];
+  const packer = new Packer(300);
+  for (const l of lines) packer.add(l);
+  const values = packer.finish();
+  assert.ok(values.length > 5, `${values.length} values`);
+  for (const v of values) assert.ok(v.bytes.length <= 300, `${v.bytes.length}`);
+  assert.deepEqual(
+    values.map((v) => v.records).reduce((a, b) => a + b),
+    lines.length,
+  );
+  assert.deepEqual(
+    values.flatMap((v) => unpack(v.bytes).split("\n")),
+    lines,
+  );
+  assert.throws(() => unpack("text"), /not bytes/);
+  assert.equal(fits("x".repeat(300), 300), true);
+  assert.equal(fits("x".repeat(301), 300), false);
+  assert.equal(fits("two\nlines", 300), false);
+});
+
+Deno.test("decodeMeta: reads an empty store, a format-1 description (no digest) and a format-2 one; refuses a malformed one", () => {
+  assert.deepEqual(decodeMeta(null), { gen: 0, chunks: 0, walFrom: 0 });
+  assert.deepEqual(decodeMeta({ gen: 3, chunks: 2, walFrom: 9 }), {
+    gen: 3,
+    chunks: 2,
+    walFrom: 9,
+  });
+  const d = digestOf(`${at("a", "1")}\n${at("b", "2")}`);
+  const meta = decodeMeta(
+    encodeMeta({ gen: 3, chunks: 2, walFrom: 9, records: 2, digest: d }),
+  );
+  assert.equal(meta.records, 2);
+  assert.equal(meta.digest!.encode(), d.encode());
+  assert.deepEqual([...meta.digest!.counts].reduce((a, b) => a + b), 2);
+  assert.throws(
+    () => decodeMeta({ gen: "3", chunks: 2, walFrom: 9 }),
+    /malformed/,
+  );
+  assert.throws(
+    () => decodeMeta({ gen: 1, chunks: -1, walFrom: 0 }),
+    /malformed/,
+  );
+});
+
+// ---------------------------------------------------------------------------------------
+// The digest a load rebuilds.
+
+Deno.test("Store: after a load, the digest is that of the records held, from a format-2 snapshot (digest stored) or a format-1 one (lines hashed), records offered during the load included", async (t) => {
+  const stored = Array.from({ length: 300 }, (_, i) => at(`c${i}`, `10.${i}`));
+  for (const format of [1, 2]) {
+    await t.step(`format ${format}`, async () => {
+      using kv = await openKv(":memory:");
+      {
+        await using store = await openStore(kv, {
+          snapshotMinRecords: Number.MAX_SAFE_INTEGER,
+          valueBytes: 2000,
+        });
+        await store.loaded;
+        for (const l of stored) store.offer(l);
+        await store.durable()!.promise;
+        await store.snapshot();
+        store.offer(at("c0", "11")); // in the log, newer than the snapshot's
+        await store.durable()!.promise;
+      }
+      if (format === 1) {
+        const m = (await kv.get<Record<string, unknown>>(storeKeys.meta))
+          .value!;
+        await kv.set(storeKeys.meta, {
+          gen: m.gen,
+          chunks: m.chunks,
+          walFrom: m.walFrom,
+        });
+      }
+      const held = Promise.withResolvers<void>();
+      await using store = await openStore(holdRangeReads(kv, held));
+      // While the load is held: one record newer and one older than the stored ones, and
+      // a new client.
+      assert.equal(store.offer(at("c1", "12")), true);
+      assert.equal(store.offer(at("c2", "9")), true);
+      assert.equal(store.offer(at("fresh", "1")), true);
+      held.resolve();
+      await store.loaded;
+      assert.equal(store.state, "ready");
+      assert.equal(store.size, 301);
+      assert.equal(store.get("c0"), at("c0", "11"));
+      assert.equal(store.get("c1"), at("c1", "12"));
+      assert.equal(store.get("c2"), stored[2]);
+      const want = digestOf([...store.records()].join("\n"));
+      assert.equal(store.digest.encode(), want.encode());
+      assert.deepEqual([...store.digest.counts], [...want.counts]);
+      assert.equal(store.digest.root(), want.root());
+    });
+  }
+});
+
+// ---------------------------------------------------------------------------------------
+// The lifecycle.
+
+Deno.test("Store: its state goes loading -> ready -> stopping -> closed, and a closed store refuses offers", async () => {
+  using kv = await openKv(":memory:");
+  await kv.set(storeKeys.wal(0), stringToBytes(at("a", "1")));
+  const held = Promise.withResolvers<void>();
+  const store = await Store.open(holdRangeReads(kv, held));
+  assert.equal(store.state, "loading");
+  assert.equal(store.isLoaded, false);
+  held.resolve();
+  await store.loaded;
+  assert.equal(store.state, "ready");
+  assert.equal(store.isLoaded, true);
+  assert.equal(store.offer(at("b", "1")), true);
+  const gate = store.durable()!;
+  store.stopLoading();
+  assert.equal(store.state, "stopping");
+  // Still accepted while stopping: a record in flight from a neighbor is committed.
+  assert.equal(store.offer(at("c", "1")), true);
+  await store.close();
+  assert.equal(store.state, "closed");
+  assert.equal(gate.done, true, "close() waited for the commit");
+  assert.equal(store.isLoaded, true, "the load had completed");
+  assert.equal(store.offer(at("d", "1")), false);
+  assert.equal(store.stats().refused, 1);
+  assert.equal(store.get("d"), undefined);
+  assert.deepEqual((await listAll(kv, ["wal"])).map(([, v]) => v), [
+    at("a", "1"),
+    `${at("b", "1")}\n${at("c", "1")}`,
+  ]);
+  await store.close(); // idempotent
+  assert.equal(store.state, "closed");
+});
+
+Deno.test("Store: a load that fails leaves the store partial; one abandoned by a stop leaves it stopping, then closed", async () => {
+  using kv = await openKv(":memory:");
+  await kv.set(storeKeys.wal(0), stringToBytes(at("a", "1")));
+  // A value that is not bytes cannot be unpacked: the load fails.
+  await kv.set(storeKeys.wal(1), { not: "bytes" });
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  {
+    await using store = await openStore(kv, { log });
+    await store.loaded;
+    assert.equal(store.state, "partial");
+    assert.equal(store.isLoaded, false);
+    assert.ok(
+      log.memory.some((l) => JSON.parse(l).event === "store_load_failed"),
+    );
+  }
+  await kv.delete(storeKeys.wal(1));
+  const held = Promise.withResolvers<void>();
+  const store = await Store.open(holdRangeReads(kv, held), { log });
+  store.stopLoading();
+  assert.equal(store.state, "stopping");
+  held.resolve();
+  await store.loaded;
+  assert.equal(store.isLoaded, false);
+  assert.equal(store.state, "stopping");
+  await store.close();
+  assert.equal(store.state, "closed");
+  assert.ok(
+    log.memory.some((l) => JSON.parse(l).event === "store_load_abandoned"),
+  );
+});
+
+// ---------------------------------------------------------------------------------------
+// Records that cannot be stored, and a disk that fails.
+
+Deno.test("Store: a record whose value cannot be written (a 70,000-digit field) is refused before any commit and never holds back later acks nor a stop", async () => {
+  using raw = await openKv(":memory:");
+  const m = measuredKv(raw);
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  let now = 0;
+  const store = await Store.open(m.kv, { log, now: () => now });
+  await store.loaded;
+  const huge = at("huge", `1.${"9".repeat(70_000)}`);
+  assert.equal(store.offer(huge), false);
+  assert.equal(store.get("huge"), undefined, "not in memory either");
+  const ok = at("kiwi", "1");
+  assert.equal(store.offer(ok), true);
+  await within(store.durable()!.promise, 10_000, "the ack after the refusal");
+  assert.equal(store.stats().refused, 1);
+  const refusedLines = () =>
+    log.memory.map((l) => JSON.parse(l)).filter((e) =>
+      e.event === "store_record_refused"
+    );
+  assert.deepEqual(
+    refusedLines().map(({ bytes, limit, refused }) => ({
+      bytes,
+      limit,
+      refused,
+    })),
+    [{ bytes: huge.length, limit: 60_000, refused: 1 }],
+  );
+  // The limit is the value's: 60,000 bytes alone fit, one more does not; a `\n` never.
+  const edge = (n: number) => {
+    const l = at("edge", "2");
+    return l.slice(0, 3) + "N".repeat(n - l.length) + l.slice(3);
+  };
+  assert.equal(store.offer(edge(60_001)), false);
+  assert.equal(store.offer(`${at("nl", "1")}\n${at("nl", "2")}`), false);
+  assert.equal(store.offer(edge(60_000)), true);
+  assert.equal(store.stats().refused, 3);
+  assert.equal(
+    refusedLines().length,
+    1,
+    "refusals are logged at most every 10 s",
+  );
+  now = 10_001;
+  store.offer(huge);
+  assert.deepEqual(refusedLines().map((e) => e.refused), [1, 3]);
+  await within(store.close(), 10_000, "close()");
+  assert.ok(m.commits.every((c) => c.largestValue <= 65_536));
+  assert.equal(store.stats().commitErrors, 0);
+  assert.deepEqual((await listAll(raw, ["wal"])).map(([, v]) => v), [
+    ok,
+    edge(60_000),
+  ]);
+});
+
+/** `kv` whose commits fail (as a full or broken disk would) while `state.broken`. */
+function breakableKv(kv: Deno.Kv): { kv: Deno.Kv; state: { broken: boolean } } {
+  const state = { broken: false };
+  const proxy = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") {
+        return () => {
+          const op = target.atomic();
+          return new Proxy(op, {
+            get(o, p) {
+              if (p === "commit") {
+                return () =>
+                  state.broken
+                    ? Promise.reject(new Error("disk I/O error"))
+                    : o.commit();
+              }
+              const v = Reflect.get(o, p, o);
+              return typeof v === "function" ? v.bind(o) : v;
+            },
+          });
+        };
+      }
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return { kv: proxy, state };
+}
+
+Deno.test("Store: a commit the disk keeps refusing is given up after its attempts (never acknowledged, logged), and the next batch is acknowledged once the disk heals", async () => {
+  using raw = await openKv(":memory:");
+  const { kv, state } = breakableKv(raw);
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  await using store = await openStore(kv, {
+    log,
+    commitAttempts: 3,
+    retryBaseMs: 1,
+  });
+  await store.loaded;
+  state.broken = true;
+  store.offer(at("lost", "1"));
+  const lost = store.durable()!;
+  await waitFor(
+    () => store.stats().commitsAbandoned === 1,
+    10_000,
+    "giving up",
+  );
+  assert.equal(store.stats().commitErrors, 3);
+  assert.equal(store.stats().recordsAbandoned, 1);
+  assert.equal(lost.done, false, "never acknowledged");
+  assert.equal(store.durable(), null, "nothing else is waiting");
+  const gaveUp = log.memory.map((l) => JSON.parse(l)).find((e) =>
+    e.event === "kv_commit_gave_up"
+  );
+  assert.deepEqual(
+    {
+      records: gaveUp?.records,
+      attempts: gaveUp?.attempts,
+      error: gaveUp?.error,
+    },
+    { records: 1, attempts: 3, error: "disk I/O error" },
+  );
+  state.broken = false;
+  store.offer(at("kept", "1"));
+  await within(
+    store.durable()!.promise,
+    10_000,
+    "the ack once the disk healed",
+  );
+  assert.equal(lost.done, false);
+  assert.deepEqual((await listAll(raw, ["wal"])).map(([, v]) => v), [
+    at("kept", "1"),
+  ]);
+});
+
+Deno.test("Store: close() on a failing disk does not wait out the backoff between attempts", async () => {
+  using raw = await openKv(":memory:");
+  const { kv, state } = breakableKv(raw);
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  const store = await Store.open(kv, { log, retryBaseMs: 60_000 });
+  await store.loaded;
+  state.broken = true;
+  store.offer(at("a", "1"));
+  await waitFor(() => store.stats().commitErrors === 1, 10_000, "a failure");
+  // The next attempt is a minute away; a stop wakes it, and the rest run at once.
+  await within(store.close(), 10_000, "close()");
+  assert.equal(store.state, "closed");
+  assert.equal(store.stats().commitErrors, STORE_DEFAULTS.commitAttempts);
+  assert.equal(store.stats().commitsAbandoned, 1);
+});
+
+Deno.test("Store: onCommit hears every successful commit with its duration and records, and stats() counts the batches", async () => {
+  using raw = await openKv(":memory:");
+  const m = measuredKv(raw);
+  let release!: () => void;
+  m.setGate(() => new Promise<void>((r) => (release = r)));
+  const heard: [number, number][] = [];
+  await using store = await openStore(m.kv, {
+    onCommit: (seconds, records) => heard.push([seconds, records]),
+    snapshotMinRecords: Number.MAX_SAFE_INTEGER,
+  });
+  await store.loaded;
+  store.offer(at("a", "1"));
+  await nextTurn();
+  store.offer(at("b", "1"));
+  store.offer(at("c", "1"));
+  assert.equal(heard.length, 0);
+  release();
+  await waitFor(() => heard.length === 1, 5000, "the first commit");
+  release();
+  await store.durable()!.promise;
+  assert.deepEqual(heard.map(([, r]) => r), [1, 2]);
+  for (const [s] of heard) assert.ok(Number.isFinite(s) && s >= 0, `${s}`);
+  m.setGate(() => Promise.resolve());
+  await store.snapshot();
+  assert.deepEqual(
+    heard.map(([, r]) => r),
+    [1, 2, 3],
+    "the snapshot's commit too",
+  );
+  const s = store.stats();
+  assert.deepEqual(
+    {
+      commits: s.commits,
+      batches: s.batches,
+      batchRecords: s.batchRecords,
+      lastBatchRecords: s.lastBatchRecords,
+      largestBatchRecords: s.largestBatchRecords,
+      refused: s.refused,
+      state: s.state,
+    },
+    {
+      commits: 3,
+      batches: 2,
+      batchRecords: 3,
+      lastBatchRecords: 2,
+      largestBatchRecords: 2,
+      refused: 0,
+      state: "ready",
+    },
+  );
+});
+
+Deno.test("Store: a load skips and counts stored lines that are not AT lines, keeps every valid one around them, and reads each back byte for byte", async () => {
+  using kv = await openKv(":memory:");
+  const odd = bytesToString(new Uint8Array([0xc3, 0xa9, 0xff, 0x41]));
+  const valid = [at("first", "1"), at(odd, "2"), at("x", "3"), at("last", "4")];
+  const junk = [
+    "garbage",
+    "AT A +0.1",
+    "AT A +0.1 ",
+    "AT A +0.1  +1+1 5", // an empty client id
+    "AT A +0.1 noloc",
+  ];
+  await kv.set(
+    storeKeys.wal(0),
+    stringToBytes(
+      [valid[0], ...junk, valid[1], "", valid[2], junk[1]].join("\n"),
+    ),
+  );
+  // A value that ends inside a malformed line, and one that is a single valid line.
+  await kv.set(storeKeys.wal(1), stringToBytes(`AT A +0.1 ${"y".repeat(20)}`));
+  await kv.set(storeKeys.wal(2), stringToBytes(valid[3]));
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  await using store = await openStore(kv, { log });
+  await store.loaded;
+  assert.deepEqual([...store.records()], valid);
+  assert.equal(store.get(odd), valid[1]);
+  assert.equal(store.get("x"), valid[2]);
+  const loaded = log.memory.map((l) => JSON.parse(l)).find((e) =>
+    e.event === "store_loaded"
+  );
+  assert.deepEqual(
+    { records: loaded.records, malformed: loaded.malformed },
+    { records: 4, malformed: junk.length + 2 },
+  );
+  assert.equal(
+    store.digest.encode(),
+    digestOf(valid.join("\n")).encode(),
+  );
 });

@@ -243,6 +243,18 @@ export function renderMetrics(m: HerdMetrics, s: MetricSources): string {
     st.snapshots,
   );
   e.single(
+    "herd_kv_records_refused_total",
+    "counter",
+    "Records the store refused because they cannot be stored (over a KV value).",
+    st.refused,
+  );
+  e.single(
+    "herd_kv_commits_abandoned_total",
+    "counter",
+    "Log commits given up after every attempt failed (their records were never acknowledged).",
+    st.commitsAbandoned,
+  );
+  e.single(
     "herd_log_dropped",
     "gauge",
     "Log entries dropped since the last log_dropped line (buffer full).",

@@ -1,0 +1,156 @@
+/**
+ * How records are packed into KV values, written once for the log, the snapshots and the
+ * load: a value is AT lines (byte strings, one char a byte) joined by `\n`, at most
+ * `valueBytes` bytes. A line that could not be packed alone (longer than a value, or holding
+ * a `\n`) is refused by `fits` before it reaches a commit.
+ *
+ * Also the snapshot description stored under the meta key. Since format 2 it carries the
+ * number of records and the snapshot's bucket digest, so a load presizes its index and skips
+ * hashing every line; a description without them (format 1) still loads, hashing as before.
+ *
+ * A load does not decode values into text: it reads lines in the bytes KV hands over (see
+ * `table.ts`), and the encoder writes ASCII natively instead of a char at a time.
+ *
+ * @example
+ * ```ts
+ * import { Packer, unpack } from "./codec.ts";
+ * const p = new Packer(60_000);
+ * p.add("AT A +0.000000000 kiwi +1+1 5");
+ * const [value] = p.finish();
+ * unpack(value.bytes); // "AT A +0.000000000 kiwi +1+1 5"
+ * ```
+ * @module
+ */
+
+import { bytesToString, stringToBytes } from "../bytes.ts";
+import { Digest } from "../digest.ts";
+
+/** Deno KV's largest value, in bytes. */
+export const KV_VALUE_LIMIT = 65_536;
+
+/** Whether `line` can be stored: alone it fits a value, and it holds no separator. */
+export function fits(line: string, valueBytes: number): boolean {
+  return line.length <= valueBytes && line.indexOf("\n") < 0;
+}
+
+/** One packed value and how many records it holds. */
+export interface Packed {
+  bytes: Uint8Array;
+  records: number;
+}
+
+const encoder = new TextEncoder();
+
+/** Byte strings that are pure ASCII encode natively; others char by char. */
+function encode(text: string): Uint8Array {
+  // deno-lint-ignore no-control-regex
+  return /[^\x00-\x7f]/.test(text) ? stringToBytes(text) : encoder.encode(text);
+}
+
+/** Packs lines (each one that `fits`) into values of at most `valueBytes` bytes. */
+export class Packer {
+  readonly #valueBytes: number;
+  #part: string[] = [];
+  #partBytes = 0;
+  #done: Packed[] = [];
+
+  constructor(valueBytes: number) {
+    this.#valueBytes = valueBytes;
+  }
+
+  /** Adds a line; returns true when this completed a value (see `take`). */
+  add(line: string): boolean {
+    const more = line.length + (this.#part.length > 0 ? 1 : 0);
+    let completed = false;
+    if (this.#part.length > 0 && this.#partBytes + more > this.#valueBytes) {
+      this.#close();
+      completed = true;
+    }
+    this.#partBytes += line.length + (this.#part.length > 0 ? 1 : 0);
+    this.#part.push(line);
+    return completed;
+  }
+
+  /** Values completed so far (the one being filled stays). */
+  take(): Packed[] {
+    const out = this.#done;
+    this.#done = [];
+    return out;
+  }
+
+  /** Every value, the last partial one included. */
+  finish(): Packed[] {
+    if (this.#part.length > 0) this.#close();
+    return this.take();
+  }
+
+  #close(): void {
+    this.#done.push({
+      bytes: encode(this.#part.join("\n")),
+      records: this.#part.length,
+    });
+    this.#part = [];
+    this.#partBytes = 0;
+  }
+}
+
+/** A stored value's bytes; throws when it is not bytes (not something the store wrote). */
+export function storedBytes(value: unknown): Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw new Error("a stored value is not bytes");
+  }
+  return value;
+}
+
+/** The text of a packed value: its lines joined by `\n`, one char a byte. */
+export function unpack(value: unknown): string {
+  return bytesToString(storedBytes(value));
+}
+
+/** The snapshot description stored under `storeKeys.meta`. */
+export interface SnapMeta {
+  /** Generation of the current snapshot (0: none yet). */
+  gen: number;
+  /** Its chunks: `["snap", gen, 0 .. chunks - 1]`. */
+  chunks: number;
+  /** The first log value not folded into it. */
+  walFrom: number;
+  /** Records in the snapshot (format 2). */
+  records?: number;
+  /** The bucket digest of exactly the snapshot's lines (format 2). */
+  digest?: Digest;
+}
+
+/** The description of an empty store. */
+export const EMPTY_META: SnapMeta = Object.freeze({
+  gen: 0,
+  chunks: 0,
+  walFrom: 0,
+});
+
+/** The value stored for `meta` (format 2 when it has records and a digest). */
+export function encodeMeta(meta: SnapMeta): Record<string, unknown> {
+  const { gen, chunks, walFrom, records, digest } = meta;
+  return records === undefined || digest === undefined
+    ? { gen, chunks, walFrom }
+    : { gen, chunks, walFrom, records, digest: digest.toBytes() };
+}
+
+const isCount = (v: unknown): v is number =>
+  typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+
+/** Reads a stored description (either format); throws on one that is not. */
+export function decodeMeta(value: unknown): SnapMeta {
+  if (value === null || value === undefined) return EMPTY_META;
+  const v = value as Record<string, unknown>;
+  if (!isCount(v.gen) || !isCount(v.chunks) || !isCount(v.walFrom)) {
+    throw new Error("the snapshot description is malformed");
+  }
+  const meta: SnapMeta = { gen: v.gen, chunks: v.chunks, walFrom: v.walFrom };
+  const digest = Digest.fromBytes(v.digest);
+  if (isCount(v.records) && digest !== null) {
+    meta.records = v.records;
+    meta.digest = digest;
+  }
+  return meta;
+}

@@ -1,0 +1,242 @@
+/**
+ * The in-memory index of a store: the latest AT line of every client, found by client id.
+ *
+ * An open-addressing hash table over typed arrays instead of a `Map<string, string>`, and
+ * lazy lines: a record loaded from KV stays inside the bytes of the value it came in (entry =
+ * those bytes and an offset) and becomes a string only when read. Profiled on a load of
+ * 1,000,000 clients, the `Map` version spent 44% of its time in `Map` get/set, 18% in the
+ * garbage collector (two fresh strings a record: the line and its client key) and 16% hashing
+ * lines for the digest; decoding the values into strings then still cost the load's thread
+ * ~0.9 s of its ~1 s (first touches of 80 MB of fresh memory; see docs/store.md). Here a load
+ * scans the bytes KV handed over, hashes each client id once, in place (that hash is also its
+ * digest bucket), probes an `Int32Array`, and allocates nothing per record.
+ *
+ * Memory per client: the line's bytes in its stored value (outside V8's heap), plus 12 bytes
+ * of entry arrays and 16 to 32 of slots (load factor at most 1/2). A value stays alive while
+ * any of its lines is current, as a parent string did for the `Map`'s sliced strings.
+ *
+ * Entries are never removed (a client's record is only ever replaced), so probing needs no
+ * tombstones, and entries keep their insertion order for iteration.
+ *
+ * @example
+ * ```ts
+ * import { clientHash } from "../digest.ts";
+ * import { RecordTable } from "./table.ts";
+ * const t = new RecordTable();
+ * const line = "AT A +0.000000000 kiwi +1+1 5";
+ * const h = clientHash("kiwi", 0, 4);
+ * const at = t.find(h, "kiwi", 0, 4); // negative: not there, and where it would go
+ * t.add(h, line, -1, at);
+ * t.lineAt(t.find(h, "kiwi", 0, 4)); // the line
+ * ```
+ * @module
+ */
+
+import { bytesToString } from "../bytes.ts";
+
+/** Start of the client field of the AT line at `text[off..]` (after three spaces). */
+export function clientStart(text: string, off: number): number {
+  let p = text.indexOf(" ", off) + 1;
+  p = text.indexOf(" ", p) + 1;
+  return text.indexOf(" ", p) + 1;
+}
+
+/** `clientStart` for a line held as bytes (0 when it has no three spaces). */
+export function clientStartIn(bytes: Uint8Array, off: number): number {
+  let p = bytes.indexOf(32, off) + 1;
+  if (p === 0) return 0;
+  p = bytes.indexOf(32, p) + 1;
+  if (p === 0) return 0;
+  return bytes.indexOf(32, p) + 1;
+}
+
+/** The line starting at `bytes[off]`, up to the next `\n` or the end, as a byte string. */
+export function lineIn(bytes: Uint8Array, off: number): string {
+  const end = bytes.indexOf(10, off);
+  return bytesToString(bytes.subarray(off, end < 0 ? bytes.length : end));
+}
+
+const MIN_SLOTS = 1024;
+
+/** Client id to latest line, over typed arrays. */
+export class RecordTable {
+  /** Per entry: the client's 32-bit hash (`clientHash`). */
+  #hashes: Uint32Array;
+  /** Per entry: where its line starts in the bytes `#texts[i]`, or -1 when `#texts[i]` is the line. */
+  #offs: Int32Array;
+  /** Per entry: the line, or the stored value (bytes) holding it. */
+  #texts: (string | Uint8Array)[];
+  /**
+   * Open addressing, linear probing; slot `s` is `#slots[2s]` (the client hash, as int32) and
+   * `#slots[2s + 1]` (entry index + 1, or 0 when free). The hash beside the entry number lets
+   * a probe skip other clients without a second random read: measured, probes were half of
+   * a load's main-thread time when the hash was only in `#hashes`.
+   */
+  #slots: Int32Array;
+  /** Number of slots - 1 (a power of two minus one). */
+  #mask: number;
+  #size = 0;
+  /** What `prefetch` read (kept so the reads are not optimized away). */
+  #touched = 0;
+
+  /** A table with room for `expected` entries before it grows. */
+  constructor(expected = 0) {
+    const cap = Math.max(16, expected);
+    this.#hashes = new Uint32Array(cap);
+    this.#offs = new Int32Array(cap);
+    // Filled up front: growing by `push` cost a load ~2x more than writing in place.
+    this.#texts = new Array(cap).fill("");
+    const n = slotsFor(cap);
+    this.#slots = new Int32Array(2 * n);
+    this.#mask = n - 1;
+  }
+
+  /** Number of clients. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /**
+   * The entry of the client whose id is `key[from, to)` (a string, or bytes of a stored
+   * value) and whose hash is `h`; when there is none, a negative number to pass to `add`
+   * (where its entry would go).
+   */
+  find(h: number, key: string | Uint8Array, from: number, to: number): number {
+    const slots = this.#slots;
+    const mask = this.#mask;
+    const h32 = h | 0;
+    for (let s = h & mask;; s = (s + 1) & mask) {
+      const e = slots[2 * s + 1];
+      if (e === 0) return -1 - s;
+      if (slots[2 * s] === h32 && this.#isClient(e - 1, key, from, to)) {
+        return e - 1;
+      }
+    }
+  }
+
+  /**
+   * Adds an entry for a client not in the table (`at` from `find`): its line is `text`
+   * (`off` -1), or starts at `text[off]` in a stored value and ends at the next `\n`.
+   */
+  add(h: number, text: string | Uint8Array, off: number, at: number): number {
+    const i = this.#size;
+    if (i === this.#hashes.length) {
+      this.#growEntries(Math.ceil(i * 1.5) + 16);
+    }
+    if ((i + 1) * 2 > this.#mask + 1) {
+      this.#rehash(2 * (this.#mask + 1));
+      at = this.#freeSlot(h);
+    }
+    this.#hashes[i] = h;
+    this.#offs[i] = off;
+    if (i < this.#texts.length) this.#texts[i] = text;
+    else this.#texts.push(text);
+    const s = -1 - at;
+    this.#slots[2 * s] = h | 0;
+    this.#slots[2 * s + 1] = i + 1;
+    this.#size = i + 1;
+    return i;
+  }
+
+  /**
+   * Reads the first slot of each of the first `k` hashes, so that finding them next hits
+   * the cache: these reads do not depend on each other, and the CPU overlaps their misses.
+   */
+  prefetch(hashes: Uint32Array, k: number): void {
+    const slots = this.#slots;
+    const mask = this.#mask;
+    let x = 0;
+    for (let j = 0; j < k; j++) x |= slots[2 * (hashes[j] & mask) + 1];
+    this.#touched = x;
+  }
+
+  /** Entry `i` now holds `line` (or the line at `text[off]`, as in `add`). */
+  set(i: number, text: string | Uint8Array, off = -1): void {
+    this.#texts[i] = text;
+    this.#offs[i] = off;
+  }
+
+  /** The line of entry `i`. */
+  lineAt(i: number): string {
+    const off = this.#offs[i];
+    if (off < 0) return this.#texts[i] as string;
+    return lineIn(this.#texts[i] as Uint8Array, off);
+  }
+
+  /** The client hash of entry `i`. */
+  hashAt(i: number): number {
+    return this.#hashes[i];
+  }
+
+  /** Whether entry `i`'s client id is `key[from, to)`, compared in place. */
+  #isClient(
+    i: number,
+    key: string | Uint8Array,
+    from: number,
+    to: number,
+  ): boolean {
+    const n = to - from;
+    const off = this.#offs[i];
+    if (off < 0) {
+      const line = this.#texts[i] as string;
+      const p = clientStart(line, 0);
+      if (line.charCodeAt(p + n) !== 32) return false;
+      if (typeof key === "string") {
+        return line.startsWith(key.slice(from, to), p);
+      }
+      for (let j = 0; j < n; j++) {
+        if (line.charCodeAt(p + j) !== key[from + j]) return false;
+      }
+      return true;
+    }
+    const bytes = this.#texts[i] as Uint8Array;
+    const p = clientStartIn(bytes, off);
+    if (p === 0 || bytes[p + n] !== 32) return false;
+    if (typeof key === "string") {
+      for (let j = 0; j < n; j++) {
+        if (bytes[p + j] !== key.charCodeAt(from + j)) return false;
+      }
+    } else {
+      for (let j = 0; j < n; j++) {
+        if (bytes[p + j] !== key[from + j]) return false;
+      }
+    }
+    return true;
+  }
+
+  #freeSlot(h: number): number {
+    for (let s = h & this.#mask;; s = (s + 1) & this.#mask) {
+      if (this.#slots[2 * s + 1] === 0) return -1 - s;
+    }
+  }
+
+  #growEntries(cap: number): void {
+    const hashes = new Uint32Array(cap);
+    hashes.set(this.#hashes.subarray(0, this.#size));
+    const offs = new Int32Array(cap);
+    offs.set(this.#offs.subarray(0, this.#size));
+    this.#hashes = hashes;
+    this.#offs = offs;
+  }
+
+  #rehash(n: number): void {
+    const slots = new Int32Array(2 * n);
+    const mask = n - 1;
+    for (let i = 0; i < this.#size; i++) {
+      const h = this.#hashes[i];
+      let s = h & mask;
+      while (slots[2 * s + 1] !== 0) s = (s + 1) & mask;
+      slots[2 * s] = h | 0;
+      slots[2 * s + 1] = i + 1;
+    }
+    this.#slots = slots;
+    this.#mask = mask;
+  }
+}
+
+/** Slots for `n` entries: a power of two at least twice `n`. */
+function slotsFor(n: number): number {
+  let s = MIN_SLOTS;
+  while (s < n * 2) s *= 2;
+  return s;
+}
