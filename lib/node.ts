@@ -9,9 +9,12 @@
  *
  * @example
  * ```ts
+ * import { createPlaces } from "./places/mod.ts";
+ * import { loadTopology } from "./topology.ts";
+ *
  * const node = new HerdNode({
  *   name: "Alford",
- *   topology,
+ *   topology: await loadTopology("topology.json"),
  *   dataDir: "data",
  *   places: createPlaces({ provider: "offline" }),
  * });

@@ -9,7 +9,7 @@
  *
  * @example
  * ```ts
- * parseIamatBody('{"client":"kiwi","location":"+34-118","time":"1.5"}', 0n);
+ * parseIamatBody('{"client":"kiwi","location":"+34-118","time":"1.5"}');
  * // { kind: "IAMAT", client: "kiwi", location: "+34-118", ..., timeNs: 1500000000n }
  * recordFields("AT Alford +0.1 kiwi +34-118 1.5").latitude; // 34
  * ```

@@ -14,9 +14,11 @@
  *
  * @example
  * ```ts
+ * const got: string[] = [];
+ * const sink = { send: (t: string) => got.push(t), bufferedAmount: 0, close() {} };
  * const w = new Watchers({});
- * w.addNear(socket, 34.07, -118.44, 10);
- * w.offer("AT Alford +0.1 kiwi +34.068930-118.445127 1.5"); // socket gets one message
+ * w.addNear(sink, 34.07, -118.44, 10);
+ * w.offer("AT Alford +0.1 kiwi +34.068930-118.445127 1.5"); // got holds one message
  * ```
  * @module
  */
