@@ -40,6 +40,32 @@ export function delay(ms: number, options: DelayOptions = {}): Promise<void> {
   });
 }
 
+/**
+ * Resolves after `ms` milliseconds, or at once when `signal` aborts; never rejects. For the
+ * waits that a stop cuts short (a backoff between attempts), where an abort is not an error.
+ *
+ * @example
+ * ```ts
+ * import { pause } from "./async.ts";
+ * const stop = new AbortController();
+ * const waiting = pause(60_000, stop.signal);
+ * stop.abort();
+ * await waiting; // at once
+ * ```
+ */
+export function pause(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
 /** Thrown by {@linkcode deadline} when the time runs out. */
 export class DeadlineError extends Error {
   override name = "DeadlineError";

@@ -46,6 +46,7 @@ import {
   clientHashIn,
   Digest,
 } from "./digest.ts";
+import { pause } from "./async.ts";
 import { Gate } from "./gate.ts";
 import type { NodeLog } from "./log.ts";
 import { clientOf, compareRecords } from "./record.ts";
@@ -467,17 +468,7 @@ export class Store {
 
   /** Waits `ms`, or less once a stop begins. */
   #pause(ms: number): Promise<void> {
-    const signal = this.#halt.signal;
-    if (signal.aborted) return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener("abort", done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal.addEventListener("abort", done);
-    });
+    return pause(ms, this.#halt.signal);
   }
 
   // -------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import {
   deadline,
   DeadlineError,
   delay,
+  pause,
   retry,
   RetryError,
   within,
@@ -156,5 +157,22 @@ Deno.test("retry() stops waiting when its signal aborts", () =>
     ac.abort(new Error("stopped"));
     await clock.tickAsync(0);
     assert.equal((s.error as Error).message, "stopped");
+    assert.equal(clock.countTimers(), 0);
+  }));
+
+Deno.test("pause() resolves after its time, or at once (never rejecting) when its signal aborts", () =>
+  withFakeTime(async (clock) => {
+    const ac = new AbortController();
+    const timed = settle(pause(100, new AbortController().signal));
+    const cut = settle(pause(100_000, ac.signal));
+    await clock.tickAsync(99);
+    assert.equal(timed.done, false);
+    await clock.tickAsync(1);
+    assert.equal(timed.done, true);
+    assert.equal(cut.done, false);
+    ac.abort(new Error("stop"));
+    await clock.tickAsync(0);
+    assert.equal(cut.done, true);
+    assert.equal(cut.error, undefined);
     assert.equal(clock.countTimers(), 0);
   }));

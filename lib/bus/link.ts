@@ -12,6 +12,7 @@
  * @module
  */
 
+import { pause } from "../async.ts";
 import type { NodeLog } from "../log.ts";
 import type { ServerSpec } from "../topology.ts";
 import { BusChannel, PeerTimeout } from "./channel.ts";
@@ -176,7 +177,7 @@ export class Link {
       );
       this.#attempt = Math.min(this.#attempt + 1, 30);
       if (this.#wake.signal.aborted) this.#wake = new AbortController();
-      await sleep(
+      await pause(
         Math.random() * cap,
         AbortSignal.any([stop, this.#wake.signal]),
       );
@@ -324,18 +325,4 @@ export class Link {
     this.#ch?.close();
     await this.#running;
   }
-}
-
-/** Resolves after `ms`, or at once when `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener("abort", done, { once: true });
-  });
 }

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { delay } from "../async.ts";
 import type { ServerSpec } from "../topology.ts";
 import { type Endpoint, probe, reason } from "./line.ts";
 import {
@@ -186,7 +187,7 @@ export async function herdStatus(
     null
   );
   if (opts.intervalMs > 0 && first.some((l) => l.samples !== null)) {
-    await new Promise((r) => setTimeout(r, opts.intervalMs));
+    await delay(opts.intervalMs);
     second = await Promise.all(
       servers.map((s, i) => first[i].samples ? scrape(s, opts) : null),
     );

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { within } from "../async.ts";
 import { utf8ByteString } from "../bytes.ts";
 import { parseCommand } from "../protocol.ts";
 import { isClientId } from "../record.ts";
@@ -121,12 +122,7 @@ async function iamat(req: Request, ctx: RouteContext): Promise<Response> {
 /** Waits (bounded) for the store to load; false when it did not in time. */
 async function loaded(ctx: RouteContext): Promise<boolean> {
   if (ctx.api.isReady()) return true;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  await Promise.race([
-    ctx.api.loaded,
-    new Promise((r) => (timer = setTimeout(r, ctx.loadWaitMs))),
-  ]);
-  clearTimeout(timer);
+  await within(ctx.api.loaded.catch(() => {}), ctx.loadWaitMs, () => {});
   return ctx.api.isReady();
 }
 

@@ -42,6 +42,7 @@
  *
  * @module
  */
+import { within } from "../async.ts";
 import { fnv1a } from "../digest.ts";
 import { createBoundLog } from "./bounds.ts";
 import {
@@ -235,15 +236,7 @@ async function settledWithin(
   ms: number,
 ): Promise<void> {
   if (promises.length === 0) return;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const grace = new Promise<void>((resolve) => {
-    timer = setTimeout(resolve, ms);
-  });
-  try {
-    await Promise.race([Promise.allSettled(promises), grace]);
-  } finally {
-    clearTimeout(timer);
-  }
+  await within(Promise.allSettled(promises).then(() => {}), ms, () => {});
 }
 
 /**

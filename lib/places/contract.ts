@@ -20,6 +20,8 @@
  * @module
  */
 
+import { within } from "../async.ts";
+
 /** What WHATSAT asks: a point, a radius and how many results the client wants. */
 export interface NearbyQuery {
   /** Latitude as the client wrote it, without a leading "+" (e.g. "34.068930", "-5"). Used verbatim in the upstream request. */
@@ -142,22 +144,17 @@ export async function answerWithin(
   work: PlacesAnswer | Promise<PlacesAnswer>,
   ms: number,
 ): Promise<PlacesAnswer> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<PlacesAnswer>((resolve) => {
-    timer = setTimeout(
-      () => resolve(failureAnswer("UNKNOWN_ERROR", timeoutMessage(ms))),
-      ms,
-    );
-  });
   try {
-    return await Promise.race([work, late]);
+    return await within(
+      Promise.resolve(work),
+      ms,
+      () => failureAnswer("UNKNOWN_ERROR", timeoutMessage(ms)),
+    );
   } catch (error) {
     return failureAnswer(
       "UNKNOWN_ERROR",
       `places failed: ${reasonMessage(error)}`,
     );
-  } finally {
-    clearTimeout(timer);
   }
 }
 
