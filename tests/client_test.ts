@@ -571,7 +571,7 @@ const RECORD = {
   longitude: -118.445127,
 };
 
-Deno.test("status over HTTP (stand-in): health, clients, links, totals and rates", async () => {
+Deno.test("status over HTTP against a fake face (answers a real node never gives): health, clients, links, totals and rates", async () => {
   await using dir = await tempDir();
   await using http = standIn("Ball");
   const { topology, file } = await mixedTopology(dir.path, http.port);
@@ -647,7 +647,7 @@ Deno.test("status over HTTP (stand-in): health, clients, links, totals and rates
   );
 });
 
-Deno.test("watch CLIENT (stand-in): each update as JSON or a readable line, --count ends it", async () => {
+Deno.test("watch CLIENT against a fake face (answers a real node never gives): each update as JSON or a readable line, --count ends it", async () => {
   await using dir = await tempDir();
   await using http = standIn("Ball");
   const { file } = await mixedTopology(dir.path, http.port);
@@ -698,7 +698,7 @@ Deno.test("watch CLIENT (stand-in): each update as JSON or a readable line, --co
   assert.equal(http.watches[1], "?near=%2B34.07%2C-118.44&radius=5");
 });
 
-Deno.test("watch (stand-in): Ctrl-C ends it with 0; a node closing it is 3; a refused watch is 1", async () => {
+Deno.test("watch against a fake face (answers a real node never gives): Ctrl-C ends it with 0; a node closing it is 3; a refused watch is 1", async () => {
   await using dir = await tempDir();
   await using http = standIn("Ball");
   const { file, topology } = await mixedTopology(dir.path, http.port);
@@ -972,24 +972,9 @@ Deno.test("something that is not a herd node on the port: exit 3, one line with 
   }
 });
 
-/**
- * The same commands against REAL nodes with an httpPort. The HTTP face is built on another
- * branch at the same time as this client: this test switches itself on once `lib/http/` (or
- * `lib/http.ts`) exists, i.e. after the merge, and replaces the stand-in above from then on.
- */
-const HTTP_FACE = [`${ROOT}lib/http`, `${ROOT}lib/http.ts`].some((p) => {
-  try {
-    Deno.statSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-});
-
+/** The same commands against real nodes with an httpPort. */
 Deno.test({
-  name:
-    "status and watch against real nodes with an httpPort (after the HTTP merge)",
-  ignore: !HTTP_FACE,
+  name: "status and watch against real nodes with an httpPort",
   async fn() {
     await using dir = await tempDir();
     const topology = makeTopology(["Alford", "Ball"], [["Alford", "Ball"]], {
@@ -1060,4 +1045,81 @@ Deno.test({
       longitude: -118.445127,
     });
   },
+});
+
+Deno.test("watch --near on a real node sees an update made at another node inside the circle, not one outside; Ctrl-C ends it with 0, a stopping node with 3", async () => {
+  await using dir = await tempDir();
+  const topology = makeTopology(["Alford", "Ball"], [["Alford", "Ball"]], {
+    http: true,
+  });
+  const file = await writeTopologyFile(topology, `${dir.path}/t.json`);
+  await using herd = new TestHerd({
+    topology,
+    config: () => ({ clock: fixedClock(NODE_NS) }),
+  });
+  await herd.startAll();
+  const stop = new AbortController();
+  const out: string[] = [];
+  const err: string[] = [];
+  const watching = runClient([
+    "--topology",
+    file,
+    "--node",
+    "Ball",
+    "--json",
+    "watch",
+    "--near",
+    "+34.07,-118.44",
+    "--radius",
+    "5",
+  ], {
+    out: (l) => out.push(l),
+    err: (l) => err.push(l),
+    color: false,
+    signal: stop.signal,
+  });
+  const watchers = () =>
+    herd.nodes.get("Ball")!.metricsText().includes(
+      'herd_watchers{kind="near"} 1',
+    );
+  await waitFor(watchers, 10_000, "the watch to open at Ball");
+  const report = (id: string, location: string) =>
+    client([
+      "--topology",
+      file,
+      "--node",
+      "Alford",
+      "iamat",
+      id,
+      location,
+      "1520023934.918963997",
+    ]);
+  assert.equal((await report("far", "+40.7-74.0")).code, 0);
+  assert.equal((await report("near", "+34.068930-118.445127")).code, 0);
+  await waitFor(() => out.length > 0, 10_000, "the update inside the circle");
+  stop.abort();
+  assert.equal(await watching, 0);
+  assert.deepEqual(out.map((l) => JSON.parse(l).client), ["near"]);
+  // A node that stops closes its watchers: the client says so and exits 3.
+  const closed = client([
+    "--topology",
+    file,
+    "--node",
+    "Ball",
+    "--json",
+    "watch",
+    "near",
+  ]);
+  await waitFor(
+    () =>
+      herd.nodes.get("Ball")!.metricsText().includes(
+        'herd_watchers{kind="client"} 1',
+      ),
+    10_000,
+    "the second watch to open",
+  );
+  await herd.stop("Ball");
+  const r = await closed;
+  assert.equal(r.code, 3, r.err);
+  assert.match(r.err, /Ball .* closed the watch/);
 });
