@@ -169,6 +169,38 @@ Deno.test("flood: a neighbor that authenticates again has its older inbound conn
   }
 });
 
+// Mutation invalid-records-threshold.
+Deno.test("bus inbound: a neighbor may send maxInvalidRecords invalid records and stay; one more drops it", async () => {
+  await using herd = new TestHerd({
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    config: () => ({ flood: { maxInvalidRecords: 3 } }),
+  });
+  const a = await herd.start("A");
+  const peer = await FakePeer.dial(busPort(herd, "A"));
+  try {
+    await peer.hello("B", "A");
+    const bad = "AT Mallory +0.000000000 kiwi +34-118 1700000000";
+    await peer.sendRecords([bad, bad]);
+    await peer.sendRecords([bad]);
+    // Still connected: a valid record sent after the three invalid ones is taken.
+    const good = "AT B +0.000000000 lime +34-118 1700000000";
+    await peer.sendRecords([good]);
+    await waitFor(() => a.store.get("lime") === good);
+    assert.equal(a.flood.stats.recordsInvalid, 3);
+    assert.equal(events(a, "peer_dropped").length, 0);
+    await peer.sendRecords([bad]);
+    assert.equal(await peer.next(), null);
+    assert.deepEqual(
+      events(a, "peer_dropped").map((e) => e.reason),
+      ["more than 3 invalid records"],
+    );
+    assert.equal(a.store.get("kiwi"), undefined);
+  } finally {
+    await peer.close();
+  }
+});
+
 // Mutation record-length-off-by-one.
 Deno.test("record check: a record whose fields fill a client line exactly passes; one byte more is refused", () => {
   const nodes = new Set(["A"]);
