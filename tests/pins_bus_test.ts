@@ -201,6 +201,32 @@ Deno.test("bus inbound: a neighbor may send maxInvalidRecords invalid records an
   }
 });
 
+// Mutation sum-without-reading.
+Deno.test("catch-up acceptor: a peer that sends 4,000 SUMs and reads none of the ~44 MB of answers is dropped as not reading", async () => {
+  await using herd = new TestHerd({ names: ["A", "B"], links: [["A", "B"]] });
+  const a = await herd.start("A");
+  const peer = await FakePeer.dial(busPort(herd, "A"));
+  try {
+    await peer.hello("B", "A");
+    peer.stopReading();
+    // A root A does not have: each SUM is answered with its ~11 KB of bucket digests.
+    const sum = await peer.frame("SUM 0000000000000000");
+    const sums = new Uint8Array(sum.length * 4000);
+    for (let i = 0; i < 4000; i++) sums.set(sum, i * sum.length);
+    await peer.sendRaw(sums).catch(() => {});
+    await waitFor(
+      () =>
+        events(a, "peer_dropped").some((e) =>
+          e.peer === "B" && e.reason === "not reading"
+        ),
+      10_000,
+      "A to drop the peer that does not read",
+    );
+  } finally {
+    await peer.close();
+  }
+});
+
 // Mutation record-length-off-by-one.
 Deno.test("record check: a record whose fields fill a client line exactly passes; one byte more is refused", () => {
   const nodes = new Set(["A"]);
