@@ -39,7 +39,12 @@ async function run(cmd: string, args: string[], cwd: string) {
     stderr: "piped",
     stdin: "null",
   }).output();
-  return { ok: out.success, text: new TextDecoder().decode(out.stdout) };
+  const decoder = new TextDecoder();
+  return {
+    ok: out.success,
+    text: decoder.decode(out.stdout),
+    err: decoder.decode(out.stderr),
+  };
 }
 
 const files = (await run("git", ["ls-files"], root)).text.split("\n").filter(
@@ -82,9 +87,15 @@ for (const m of chosen) {
     );
     const secs = ((performance.now() - t0) / 1000).toFixed(1);
     if (r.ok) survived++;
+    // The failing tests, or else (a crash, a leak, a test file that does not load) the
+    // first error line: a mutant "killed" by anything but a failing test needs a look.
     const caughtBy = r.text.split("\n").filter((l) => l.includes(" ... FAILED"))
       .map((l) => l.replace(/ \.\.\. .*$/, ""))
-      .slice(0, 2).join("; ");
+      .slice(0, 2).join("; ") ||
+      `no failing test; ${
+        (r.err + r.text).split("\n").find((l) => /error/i.test(l))?.trim() ??
+          "exit code not 0"
+      }`;
     console.log(
       `${m.id}: ${r.ok ? "SURVIVED" : "killed"} (${secs} s)${
         r.ok ? ` - ${m.why}` : ` by: ${caughtBy}`
