@@ -2,8 +2,8 @@
  * Pins of the node's behaviour found missing by a mutation pass (`tests/mutation/`): each
  * test here fails when one small change to `lib/` is made (the mutation it kills is named in
  * its comment). Real nodes on loopback; only the outside world is stubbed: the places
- * provider, and Deno KV, whose commits a test can hold (`holdCommits`) the way a slow disk
- * would.
+ * provider, and Deno KV (through the node's `openKv` seam), whose commits a test can hold
+ * the way a slow disk would.
  */
 
 import assert from "assert";
@@ -75,25 +75,9 @@ function heldKv(kv: Deno.Kv, hold: CommitHold): Deno.Kv {
   });
 }
 
-/**
- * Runs `start` with `Deno.openKv` answering KVs whose commits wait on `hold`: the node opens
- * its KV during `start()`, and keeps that KV when `Deno.openKv` is restored afterwards.
- */
-async function withHeldKv<T>(
-  hold: CommitHold,
-  start: () => Promise<T>,
-): Promise<T> {
-  const own = Object.getOwnPropertyDescriptor(Deno, "openKv")!;
-  const open = Deno.openKv;
-  Object.defineProperty(Deno, "openKv", {
-    configurable: true,
-    value: async (path?: string) => heldKv(await open(path), hold),
-  });
-  try {
-    return await start();
-  } finally {
-    Object.defineProperty(Deno, "openKv", own);
-  }
+/** A node's `openKv` whose KVs hold their commits on `hold` (the node's injection seam). */
+function heldOpenKv(hold: CommitHold): (path: string) => Promise<Deno.Kv> {
+  return async (path) => heldKv(await Deno.openKv(path), hold);
 }
 
 /**
@@ -139,12 +123,12 @@ Deno.test("WHATSAT: a record learned from a peer is not served before it is dura
     links: [["A", "B"]],
     config: (name) => ({
       clock: fixedClock(1700000001_000000000n),
-      ...(name === "B" ? { places } : {}),
+      ...(name === "B" ? { places, openKv: heldOpenKv(hold) } : {}),
     }),
   });
   try {
     await herd.start("A");
-    const b = await withHeldKv(hold, () => herd.start("B"));
+    const b = await herd.start("B");
     await waitFor(() => b.flood.peerStatus()[0].state === "up");
     hold.held = true;
     const at = "AT A +1.000000000 kiwi +34-118 1700000000";
@@ -174,11 +158,15 @@ Deno.test("WHATSAT: a record learned from a peer is not served before it is dura
 // Mutations inbound-ignores-congestion and store-never-congested.
 Deno.test("bus inbound: while the store's commits are congested the node stops reading a neighbor's records, so its writes stall in TCP", async () => {
   const hold = new CommitHold();
-  await using herd = new TestHerd({ names: ["A", "B"], links: [["A", "B"]] });
-  const peer = await withHeldKv(hold, async () => {
-    const a = await herd.start("A");
-    return await FakePeer.dial(a.config.topology.servers.get("A")!.peerPort);
+  await using herd = new TestHerd({
+    names: ["A", "B"],
+    links: [["A", "B"]],
+    config: (name) => name === "A" ? { openKv: heldOpenKv(hold) } : {},
   });
+  const a = await herd.start("A");
+  const peer = await FakePeer.dial(
+    a.config.topology.servers.get("A")!.peerPort,
+  );
   try {
     await peer.hello("B", "A");
     hold.held = true;
