@@ -266,7 +266,9 @@ export class HttpFront {
         const n = await from.read(buf);
         if (n === null) break;
         p.last = performance.now();
-        await writeAll(to, buf.subarray(0, n));
+        // Mostly one write takes it all: the loop only for the rest.
+        const w = await to.write(buf.subarray(0, n));
+        if (w < n) await writeAll(to, buf.subarray(w, n));
         p.last = performance.now();
       }
       if (fromServer) this.#close(p);

@@ -146,6 +146,11 @@ export class HttpFace {
     return this.#front!.port;
   }
 
+  /** Where the server behind the front listens (for a bench that bypasses the front). */
+  get innerAddr(): Deno.Addr {
+    return this.#server!.addr;
+  }
+
   /** The front's figures: connections open, cuts by reason. */
   get frontStats(): FrontStats {
     return this.#front?.stats ??
