@@ -159,9 +159,14 @@ export class HttpFace {
 
   /** Binds and serves; throws `Deno.errors.AddrInUse` and friends for the caller. */
   start(): void {
-    this.#socketPath = this.#o.socketPath === undefined
-      ? null
-      : usableSocket(this.#o.socketPath);
+    const wanted = this.#o.socketPath;
+    this.#socketPath = wanted === undefined ? null : usableSocket(wanted);
+    if (wanted !== undefined && this.#socketPath === null) {
+      this.#o.log.warn("http_socket_unusable", {
+        path: wanted,
+        instead: "a loopback port",
+      });
+    }
     const front = new HttpFront({
       ...this.#o,
       inner: () => this.#connectInner(),
