@@ -9,9 +9,17 @@
  */
 
 import assert from "assert";
+import { nodeArgs } from "../lib/herd.ts";
 import { headEnd } from "../lib/http/front.ts";
 import type { HttpTuning } from "../lib/http/server.ts";
-import { fixedClock, makeTopology, TestHerd, waitFor } from "./helpers.ts";
+import {
+  fixedClock,
+  makeTopology,
+  tempDir,
+  TestHerd,
+  waitFor,
+  writeTopologyFile,
+} from "./helpers.ts";
 
 const NOW = 1520023935182837383n;
 const enc = new TextEncoder();
@@ -200,4 +208,57 @@ Deno.test("a keep-alive client that keeps talking and a pinged watcher live acro
   assert.equal(face.frontStats.cuts.idle, 1);
   ws.close();
   await closed;
+});
+
+Deno.test("a node run with least privilege (nodeArgs) serves behind its front on <data>/<name>.http.sock, removed at stop", async () => {
+  await using dir = await tempDir();
+  const topology = makeTopology(["Alford"], [], { http: true });
+  const topologyPath = await writeTopologyFile(topology, `${dir.path}/t.json`);
+  const data = `${dir.path}/data`;
+  await Deno.mkdir(data);
+  const spec = topology.servers.get("Alford")!;
+  const env = { PLACES_PROVIDER: "offline" };
+  const args = nodeArgs(spec, topology, { topologyPath, dataDir: data, env });
+  assert.ok(
+    args.some((a) =>
+      a.startsWith("--allow-net=") &&
+      a.split(/[=,]/).includes(`unix:${data}/Alford.http.sock`)
+    ),
+  );
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    env,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output = child.output();
+  try {
+    let text = "";
+    await waitFor(
+      async () => {
+        try {
+          const res = await fetch(`http://127.0.0.1:${spec.httpPort}/healthz`);
+          text = await res.text();
+          return res.status === 200;
+        } catch {
+          return false;
+        }
+      },
+      20_000,
+      "the node's /healthz",
+    );
+    assert.equal(text, JSON.stringify({ node: "Alford", status: "ok" }));
+    const sock = await Deno.lstat(`${data}/Alford.http.sock`);
+    assert.ok(sock.isSocket, "the socket file");
+  } finally {
+    child.kill("SIGTERM");
+  }
+  const out = await output;
+  const stderr = new TextDecoder().decode(out.stderr);
+  assert.ok(!stderr.includes("http_socket_unusable"), stderr);
+  await assert.rejects(
+    () => Deno.lstat(`${data}/Alford.http.sock`),
+    Deno.errors.NotFound,
+  );
 });
