@@ -14,6 +14,7 @@
  * @module
  */
 
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { newSecret } from "./bus/secret.ts";
 import { DEFAULT_TOPOLOGY, ENV_VARS, herdSecret, readEnv } from "./config.ts";
@@ -139,6 +140,11 @@ export function nodeArgs(
   for (const host of placesHosts(env)) net.add(host);
   const { kv, dataDir, topologyPath } = opts;
   if (kv && /^https?:\/\//.test(kv)) net.add(new URL(kv).host);
+  // The HTTP face's own Unix socket behind its front (lib/http/server.ts): Deno grants a
+  // socket by its absolute path only.
+  if (spec.httpPort !== undefined) {
+    net.add(`unix:${resolve(dataDir, `${spec.name}.http.sock`)}`);
+  }
   const args = [
     "run",
     "--config",

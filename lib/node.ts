@@ -288,6 +288,9 @@ export class HerdNode {
     const http = new HttpFace({
       hostname: host,
       port,
+      ...(this.config.dataDir === null
+        ? {}
+        : { socketPath: `${this.config.dataDir}/${this.name}.http.sock` }),
       api: this.#httpApi(),
       log: this.#log,
       onResponse: (status) => this.#metrics.httpResponse(status),
@@ -377,6 +380,7 @@ export class HerdNode {
       watchMessages: w?.messages ?? 0,
       httpInflight: this.#http?.inflight ?? 0,
       httpRejected: this.#http?.rejected ?? 0,
+      httpFront: this.#http?.frontStats,
       nowMs: Date.now(),
     });
   }

@@ -195,7 +195,7 @@ Deno.test("nodeArgs: a node may reach only its own client, bus and HTTP ports an
     "run",
     "--config",
     `${ROOT}deno.json`,
-    "--allow-net=127.0.0.1:12000,127.0.0.1:22000,127.0.0.1:13000,127.0.0.1:22002,127.0.0.1:22004",
+    "--allow-net=127.0.0.1:12000,127.0.0.1:22000,127.0.0.1:13000,127.0.0.1:22002,127.0.0.1:22004,unix:/var/herd/Alford.http.sock",
     `--allow-read=/etc/herd/t.json,/var/herd,${ROOT}lib,/cache/npm`,
     "--allow-write=/var/herd",
     `--allow-env=${ENV_VARS.join(",")}`,

@@ -10,6 +10,7 @@
  */
 
 import type { FloodStats, PeerStatus } from "../flood.ts";
+import type { FrontStats } from "./front.ts";
 import type { StoreStats } from "../store.ts";
 import { Exposition, Histogram } from "./metrics.ts";
 
@@ -88,6 +89,8 @@ export interface MetricSources {
   watchMessages: number;
   httpInflight: number;
   httpRejected: number;
+  /** The HTTP port's TCP front (absent without HTTP: zeros). */
+  httpFront?: FrontStats;
   nowMs: number;
 }
 
@@ -298,6 +301,20 @@ export function renderMetrics(m: HerdMetrics, s: MetricSources): string {
     "HTTP requests refused with 503 over the in-flight cap.",
     s.httpRejected,
   );
+  e.single(
+    "herd_http_connections",
+    "gauge",
+    "TCP connections open on the HTTP port.",
+    s.httpFront?.connections ?? 0,
+  );
+  e.family(
+    "herd_http_cut_total",
+    "counter",
+    "HTTP connections cut: over the cap, head late or too large, idle.",
+  );
+  for (const reason of ["cap", "header", "idle"] as const) {
+    e.sample("herd_http_cut_total", s.httpFront?.cuts[reason] ?? 0, { reason });
+  }
   e.family("herd_http_responses_total", "counter", "HTTP responses by code.");
   for (const [code, n] of m.httpResponses) {
     e.sample("herd_http_responses_total", n, { code: String(code) });
