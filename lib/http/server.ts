@@ -39,8 +39,11 @@ export const HTTP_DEFAULTS = {
   wsIdleTimeoutS: 60,
   /** How long a read waits for the store to load before 503. */
   loadWaitMs: 5_000,
-  /** TCP connections open at once on the port; past it a new one is closed at once. */
-  maxConnections: 1_024,
+  /**
+   * TCP connections open at once on the port; past it a new one is closed at once. Above the
+   * watcher cap, so that every watcher can hold its connection; each costs two descriptors.
+   */
+  maxConnections: 4_200,
   /** The first request's head must arrive within this many ms of accept (else 408). */
   headerTimeoutMs: 10_000,
   /** The first request's head may be at most this many bytes (else 431). */

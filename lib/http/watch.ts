@@ -38,7 +38,7 @@ export interface WatchSink {
 /** Watch bounds. */
 export const WATCH_DEFAULTS = {
   /** Most watchers at once (client and geofence together). */
-  maxWatchers: 10_000,
+  maxWatchers: 4_000,
   /** Unsent bytes on one watcher's socket before it is dropped. */
   maxBufferedBytes: 256 * 1024,
   /** Grid cell size in degrees (a 50 km circle touches at most 9 cells at mid latitudes). */
