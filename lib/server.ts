@@ -270,9 +270,7 @@ export class Session {
           out.length > 0 &&
           out.length + item.text.length > this.#b.maxWriteBytes
         ) break;
-        if (item.text.length > 0) {
-          this.#log.traffic(this.id, "out", item.text.replace(/\n+$/, ""));
-        }
+        if (item.text.length > 0) logReply(this.#log, this.id, item.text);
         out += item.text;
         this.#head++;
       }
@@ -318,6 +316,19 @@ export class Session {
       this.#idle = null;
     }
   }
+}
+
+/**
+ * Logs a reply sent: a one-line reply whole, a longer one (WHATSAT) as its first line and
+ * its size in bytes (`NodeLog.traffic`).
+ */
+function logReply(log: NodeLog, conn: number, text: string): void {
+  const nl = text.indexOf("\n");
+  if (nl < 0) return log.traffic(conn, "out", text);
+  let end = nl + 1;
+  while (end < text.length && text.charCodeAt(end) === 10) end++;
+  if (end === text.length) log.traffic(conn, "out", text.slice(0, nl));
+  else log.traffic(conn, "out", text.slice(0, nl), text.length);
 }
 
 /** Listens on one port and runs a session per client connection. */
