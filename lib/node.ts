@@ -453,7 +453,8 @@ export class HerdNode {
 
   /** Offers a record; an accepted one is relayed (except back to `from`) and watched. */
   #accept(line: string, client: string, from?: string): boolean {
-    if (!this.#store.offer(line, client)) return false;
+    // A neighbor's record may wait a moment for its commit (`Store.offer`).
+    if (!this.#store.offer(line, client, from !== undefined)) return false;
     this.#flood.publish(line, from);
     this.#http?.accepted(line, client);
     return true;
