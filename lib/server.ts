@@ -169,8 +169,12 @@ export class Session {
   /** Queues a reply to write once `gate` (if any) opens, after every earlier reply. */
   reply(text: string, gate: Gate | null = null): void {
     if (this.#broken) return;
-    this.#items.push({ text, gate: gate?.done ? null : gate });
+    const g = gate?.done ? null : gate;
+    this.#items.push({ text, gate: g });
     this.#bytes += text.length;
+    // The writer already waits for this very gate (the IAMATs of one turn share it), and
+    // its opening pumps: starting the writer again would only find it shut, once a reply.
+    if (g !== null && g === this.#waitingOn) return;
     this.#pump();
   }
 
