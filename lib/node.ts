@@ -243,7 +243,11 @@ export class HerdNode {
     if (spec.httpPort !== undefined) await this.#startHttp(spec.httpPort);
     this.#started = true;
     this.#flood.start();
-    this.#idleGc = new IdleGc({ activity: () => this.#server.activity });
+    // Records from neighbors count as work too: a node that only relays a flood saw no
+    // client line, looked quiet, and ran a full collection every second of the flood.
+    this.#idleGc = new IdleGc({
+      activity: () => this.#server.activity + this.#flood.stats.recordsReceived,
+    });
     this.#idleGc.start();
     // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s
     // cold); starting it a moment after listening lets the other nodes of a herd that start
