@@ -13,6 +13,9 @@
  * @module
  */
 
+import { HerdNode } from "../lib/node.ts";
+import { loadTopology, type Topology } from "../lib/topology.ts";
+import { StubPlaces } from "../tests/helpers.ts";
 import {
   NodeProcess,
   pipelineIamats,
@@ -33,57 +36,39 @@ const links: [string, string][] = [
   ["Ball", "Probe"],
 ];
 
-/** A fake neighbor: accepts Ball's link, completes the handshake, timestamps records. */
+/**
+ * The probe: a node of the herd in this process, Ball's neighbor, that timestamps every
+ * record the moment the bus hands it over (its store's `offer`, wrapped), so it speaks the
+ * bus exactly as nodes do (framing, handshake, catch-up).
+ */
 class Probe {
   readonly seen = new Map<string, number>();
-  readonly #listener: Deno.TcpListener;
-  #serving: Promise<void>;
-  #conns = new Set<Deno.TcpConn>();
+  readonly node: HerdNode;
 
-  constructor(port: number) {
-    this.#listener = Deno.listen({ hostname: "127.0.0.1", port });
-    this.#serving = this.#accept();
+  constructor(topology: Topology) {
+    this.node = new HerdNode({
+      name: "Probe",
+      topology,
+      dataDir: null,
+      places: new StubPlaces(),
+      console: false,
+    });
   }
 
-  async #accept(): Promise<void> {
-    for await (const conn of this.#listener) {
-      this.#conns.add(conn);
-      this.#serve(conn).catch(() => {}).finally(() => this.#conns.delete(conn));
-    }
-  }
-
-  async #serve(conn: Deno.TcpConn): Promise<void> {
-    const enc = new TextEncoder();
-    const dec = new TextDecoder();
-    const buf = new Uint8Array(256 * 1024);
-    let rest = "";
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) return;
+  async start(): Promise<void> {
+    await this.node.start();
+    const store = this.node.store;
+    const offer = store.offer.bind(store);
+    store.offer = (line: string, client?: string, lazy?: boolean) => {
       const now = performance.now();
-      const parts = (rest + dec.decode(buf.subarray(0, n))).split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) {
-        if (line.startsWith("HERD HELLO ")) {
-          await conn.write(
-            enc.encode(`HERD WELCOME Probe ${"0".repeat(32)} -\n`),
-          );
-        } else if (line === "HERD PROOF -") {
-          await conn.write(enc.encode("HERD OK\n"));
-        } else if (line.startsWith("HERD SUM ")) {
-          await conn.write(enc.encode("HERD SAME\n"));
-        } else if (line.startsWith("AT ")) {
-          const client = line.split(" ")[3];
-          if (!this.seen.has(client)) this.seen.set(client, now);
-        }
-      }
-    }
+      const id = client ?? line.split(" ")[3];
+      if (!this.seen.has(id)) this.seen.set(id, now);
+      return offer(line, client, lazy);
+    };
   }
 
-  async close(): Promise<void> {
-    this.#listener.close();
-    for (const c of this.#conns) c.close();
-    await this.#serving.catch(() => {});
+  close(): Promise<void> {
+    return this.node.stop();
   }
 }
 
@@ -93,15 +78,22 @@ function percentile(sorted: number[], p: number): number {
 
 const dir = await Deno.makeTempDir({ prefix: "herd-bench-herd-" });
 const topo = await writeTopology(dir, names, links);
-const probe = new Probe(topo.ports.get("Probe")!);
+const probe = new Probe(await loadTopology(topo.path));
 const nodes = names.filter((n) => n !== "Probe").map((n) =>
   new NodeProcess(n, topo.path, `${dir}/data`)
 );
 try {
+  await probe.start();
   for (const [i, n] of nodes.entries()) {
     await waitListening(topo.ports.get(names[i])!, n.started);
   }
-  await nodes[1].waitLine(/peer_connected .*peer=Probe/, 10_000);
+  await nodes[1].waitLine(/peer_accepted .*peer=Probe/, 10_000);
+  const linked = performance.now() + 10_000;
+  while (
+    probe.node.flood.connected().length < 1 && performance.now() < linked
+  ) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
   const alford = topo.ports.get("Alford")!;
   // Warm up (JIT, first commits, the initial digest exchanges), then let the herd go quiet.
   await pipelineIamats(alford, 5000, 4, 64, "warm");

@@ -14,6 +14,8 @@
 
 const CHUNK = 8192;
 
+const encoder = new TextEncoder();
+
 const asciiDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Decodes bytes into a byte string (one char per byte, 0..255). */
@@ -42,12 +44,14 @@ export function bytesToString(bytes: Uint8Array): string {
 
 /** Encodes a byte string back into its bytes. Chars above 255 are a caller's bug. */
 export function stringToBytes(s: string): Uint8Array {
+  // Replies and bus frames are nearly always ASCII, where the native encoder gives the
+  // same bytes several times faster than the loop below.
+  // deno-lint-ignore no-control-regex
+  if (s.length > 64 && !/[^\x00-\x7f]/.test(s)) return encoder.encode(s);
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
   return out;
 }
-
-const encoder = new TextEncoder();
 
 /** Turns a Unicode string (such as JSON with place names) into a UTF-8 byte string. */
 export function utf8ByteString(text: string): string {

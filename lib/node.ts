@@ -246,7 +246,11 @@ export class HerdNode {
     if (spec.httpPort !== undefined) await this.#startHttp(spec.httpPort);
     this.#started = true;
     this.#flood.start();
-    this.#idleGc = new IdleGc({ activity: () => this.#server.activity });
+    // Records from neighbors count as work too: a node that only relays a flood saw no
+    // client line, looked quiet, and ran a full collection every second of the flood.
+    this.#idleGc = new IdleGc({
+      activity: () => this.#server.activity + this.#flood.stats.recordsReceived,
+    });
     this.#idleGc.start();
     // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s
     // cold); starting it a moment after listening lets the other nodes of a herd that start
@@ -460,7 +464,8 @@ export class HerdNode {
 
   /** Offers a record; an accepted one is relayed (except back to `from`) and watched. */
   #accept(line: string, client: string, from?: string): boolean {
-    if (!this.#store.offer(line, client)) return false;
+    // A neighbor's record may wait a moment for its commit (`Store.offer`).
+    if (!this.#store.offer(line, client, from !== undefined)) return false;
     this.#flood.publish(line, from);
     this.#http?.accepted(line, client);
     return true;

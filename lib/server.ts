@@ -169,8 +169,12 @@ export class Session {
   /** Queues a reply to write once `gate` (if any) opens, after every earlier reply. */
   reply(text: string, gate: Gate | null = null): void {
     if (this.#broken) return;
-    this.#items.push({ text, gate: gate?.done ? null : gate });
+    const g = gate?.done ? null : gate;
+    this.#items.push({ text, gate: g });
     this.#bytes += text.length;
+    // The writer already waits for this very gate (the IAMATs of one turn share it), and
+    // its opening pumps: starting the writer again would only find it shut, once a reply.
+    if (g !== null && g === this.#waitingOn) return;
     this.#pump();
   }
 
@@ -270,9 +274,7 @@ export class Session {
           out.length > 0 &&
           out.length + item.text.length > this.#b.maxWriteBytes
         ) break;
-        if (item.text.length > 0) {
-          this.#log.traffic(this.id, "out", item.text.replace(/\n+$/, ""));
-        }
+        if (item.text.length > 0) logReply(this.#log, this.id, item.text);
         out += item.text;
         this.#head++;
       }
@@ -318,6 +320,19 @@ export class Session {
       this.#idle = null;
     }
   }
+}
+
+/**
+ * Logs a reply sent: a one-line reply whole, a longer one (WHATSAT) as its first line and
+ * its size in bytes (`NodeLog.traffic`).
+ */
+function logReply(log: NodeLog, conn: number, text: string): void {
+  const nl = text.indexOf("\n");
+  if (nl < 0) return log.traffic(conn, "out", text);
+  let end = nl + 1;
+  while (end < text.length && text.charCodeAt(end) === 10) end++;
+  if (end === text.length) log.traffic(conn, "out", text.slice(0, nl));
+  else log.traffic(conn, "out", text.slice(0, nl), text.length);
 }
 
 /** Listens on one port and runs a session per client connection. */

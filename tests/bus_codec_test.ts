@@ -14,7 +14,7 @@ import {
   parseMessage,
 } from "../lib/bus/codec.ts";
 import { encodeFrame, FrameDecoder } from "../lib/bus/frames.ts";
-import { recordProblem } from "../lib/bus/record_check.ts";
+import { fullCheck, recordProblem } from "../lib/bus/record_check.ts";
 import { newSecret, secretBits, secretProblem } from "../lib/bus/secret.ts";
 import { formatSkew, parseClientTime } from "../lib/clock.ts";
 import { BUCKETS, Digest } from "../lib/digest.ts";
@@ -383,6 +383,87 @@ Deno.test("record check: each field past its IAMAT limit, and each malformed fie
       line.slice(0, 60),
     );
   }
+});
+
+Deno.test("record check: the one-pass fast path agrees with the full check on valid records and near misses", () => {
+  // Pieces at the edges of what the fast path takes (90 and 180 degrees, 20 and 21 skew
+  // digits, -0 skews, 256 and 257 byte ids, non-ASCII ids, doubled spaces, missing fields).
+  const piece = (xs: string[]) => fc.constantFrom(...xs);
+  const line = fc.tuple(
+    piece(["AT", "AT", "at", "IAMAT"]),
+    piece(["Alford", "Ball", "Mallory", "", "Alford\t"]),
+    piece([
+      "+0.263873386",
+      "-0.000000000",
+      "+0.000000000",
+      "-12.000000001",
+      "+00.263873386",
+      "+0.26387338",
+      `+${"9".repeat(20)}.000000000`,
+      `-${"9".repeat(21)}.000000000`,
+      "0.263873386",
+    ]),
+    piece([
+      "kiwi",
+      "c".repeat(256),
+      "c".repeat(257),
+      "k\u00e9",
+      "\xc3\xa9",
+      "ki\x7fwi",
+      "~!",
+    ]),
+    piece([
+      "+34-118",
+      "+34.068930-118.445127",
+      "+89.999+179.999",
+      "+90-180",
+      "+90.0-180.000",
+      "+90.0001-1",
+      "-1-180.0001",
+      "+090+0180",
+      "+9+18",
+      "+100+1",
+      "+1+1000",
+      "+1.-1",
+      "34-118",
+      "+34",
+    ]),
+    piece([
+      "1",
+      "1520023934.918963997",
+      "1.0000000000",
+      "01",
+      "-1",
+      "1.",
+      `${"9".repeat(25)}`,
+    ]),
+    piece([" ", " ", "  "]),
+  ).map(([at, node, skew, client, loc, time, sep]) =>
+    [at, node, skew, client, loc, time].join(sep)
+  );
+  fc.assert(
+    fc.property(line, fc.integer({ min: -1, max: 1 }), (l, off) => {
+      // The client line these fields need, give or take a byte: the bound's edge.
+      const f = l.split(" ");
+      const need = f.length === 6
+        ? f[3].length + f[4].length + f[5].length + 8
+        : 40;
+      for (const limit of [LIMIT, need + off]) {
+        assert.equal(
+          recordProblem(l, nodes, limit),
+          fullCheck(l, nodes, limit),
+          `${l} within ${limit}`,
+        );
+      }
+    }),
+    { numRuns: 3000 },
+  );
+  fc.assert(
+    fc.property(record, (r) => {
+      assert.equal(recordProblem(r, nodes, LIMIT), fullCheck(r, nodes, LIMIT));
+    }),
+    RUNS,
+  );
 });
 
 // ---- the secret -------------------------------------------------------------------------

@@ -497,6 +497,20 @@ Deno.test("the log records every line in and out with time, node, connection and
   }
 });
 
+Deno.test("the log records a WHATSAT reply as its AT line and its size in bytes", async () => {
+  const stub = new StubPlaces(() => PLACES);
+  await using herd = await lone({ places: stub }).startAll();
+  const port = herd.port("Alford");
+  await exchange(port, IAMAT + "\n");
+  const reply = await exchange(port, "WHATSAT kiwi.cs.ucla.edu 10 3\n");
+  const out = herd.nodes.get("Alford")!.log.memory.map((l) => JSON.parse(l))
+    .filter((e) => e.dir === "out");
+  assert.deepEqual(out.map((e) => [e.line, e.bytes]), [
+    [AT, undefined],
+    [AT, reply.length],
+  ]);
+});
+
 Deno.test("a client that vanishes mid-request does not disturb the node", async () => {
   const stub = new StubPlaces(() => PLACES);
   stub.delayMs = 100;

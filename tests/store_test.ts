@@ -292,6 +292,41 @@ Deno.test("Store: replaying KV never lets an older record overwrite a newer one,
 // ---------------------------------------------------------------------------------------
 // Group commit.
 
+Deno.test("Store: a lazy record (a neighbor's) waits for its commit until a client's record or a reader needs it, and a close commits it", async () => {
+  using kv = await openKv(":memory:");
+  // A wait far longer than the test: only an urge or the close can end it.
+  const store = await Store.open(kv, { lazyCommitMs: 600_000 });
+  await store.loaded;
+  assert.equal(store.offer(at("a", "1"), "a", true), true);
+  for (let i = 0; i < 5; i++) await nextTurn();
+  assert.equal(store.stats().commits, 0, "a lazy batch waits");
+  assert.equal(store.stats().pendingRecords, 1);
+  // A reader asks for durability: the batch is committed now.
+  await store.durable()!.promise;
+  assert.equal(store.stats().commits, 1);
+  // A client's record ends the wait of lazy records queued before it.
+  assert.equal(store.offer(at("b", "1"), "b", true), true);
+  for (let i = 0; i < 5; i++) await nextTurn();
+  assert.equal(store.stats().commits, 1);
+  assert.equal(store.offer(at("c", "1"), "c"), true);
+  for (let i = 0; i < 50 && store.stats().commits < 2; i++) await nextTurn();
+  assert.equal(store.stats().commits, 2);
+  assert.equal(store.stats().pendingRecords, 0);
+  // A lazy record still waiting when the store closes is committed by the close.
+  assert.equal(store.offer(at("d", "1"), "d", true), true);
+  await store.close();
+  assert.equal(store.stats().commits, 3);
+  const again = await Store.open(kv);
+  await again.loaded;
+  assert.deepEqual(["a", "b", "c", "d"].map((c) => again.get(c)), [
+    at("a", "1"),
+    at("b", "1"),
+    at("c", "1"),
+    at("d", "1"),
+  ]);
+  await again.close();
+});
+
 Deno.test("Store: records offered in one turn go to KV in one atomic commit, and their gate opens only once it has landed", async () => {
   using raw = await openKv(":memory:");
   const m = measuredKv(raw);
