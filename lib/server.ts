@@ -27,6 +27,7 @@
  * @module
  */
 
+import { acceptEach } from "./accept.ts";
 import { stringToBytes } from "./bytes.ts";
 import { Gate } from "./gate.ts";
 import { LineFramer } from "./lines.ts";
@@ -401,49 +402,40 @@ export class Server {
       port: this.#opts.port,
       transport: "tcp",
     });
-    this.#accepting = this.#acceptLoop(this.#listener);
+    this.#accepting = acceptEach(
+      this.#listener,
+      this.#opts.log,
+      "accept_failed",
+      (conn) => this.#take(conn),
+    );
   }
 
-  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
-    for (;;) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (e) {
-        if (e instanceof Deno.errors.BadResource) return;
-        if (e instanceof Deno.errors.Interrupted) return;
-        this.#opts.log.warn("accept_failed", { error: (e as Error).message });
-        await new Promise((r) => setTimeout(r, 50));
-        continue;
-      }
-      if (this.#sessions.size >= this.#b.maxConnections) {
-        this.#refused++;
-        this.#opts.log.warn("connection_refused", {
-          limit: this.#b.maxConnections,
-          refused: this.#refused,
-        });
-        try {
-          conn.close();
-        } catch { /* gone */ }
-        continue;
-      }
-      const id = this.nextId();
-      this.#accepted++;
-      try {
-        conn.setNoDelay(true);
-      } catch { /* the peer may already be gone */ }
-      const session = new Session(id, conn, this.#opts.log, this.#b);
-      const done = this.#serve(session, conn).catch((e) => {
-        this.#opts.log.warn("connection_failed", {
-          conn: id,
-          error: (e as Error).message,
-        });
-      }).finally(() => {
-        this.#paused += session.pauses;
-        this.#sessions.delete(id);
+  /** Takes one accepted connection: refused past the cap, else served. */
+  #take(conn: Deno.TcpConn): void {
+    if (this.#sessions.size >= this.#b.maxConnections) {
+      this.#refused++;
+      this.#opts.log.warn("connection_refused", {
+        limit: this.#b.maxConnections,
+        refused: this.#refused,
       });
-      this.#sessions.set(id, { conn, session, done });
+      try {
+        conn.close();
+      } catch { /* gone */ }
+      return;
     }
+    const id = this.nextId();
+    this.#accepted++;
+    const session = new Session(id, conn, this.#opts.log, this.#b);
+    const done = this.#serve(session, conn).catch((e) => {
+      this.#opts.log.warn("connection_failed", {
+        conn: id,
+        error: (e as Error).message,
+      });
+    }).finally(() => {
+      this.#paused += session.pauses;
+      this.#sessions.delete(id);
+    });
+    this.#sessions.set(id, { conn, session, done });
   }
 
   async #serve(session: Session, conn: Deno.TcpConn): Promise<void> {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { acceptEach } from "../accept.ts";
 import type { NodeLog } from "../log.ts";
 
 /** Bus listener options. */
@@ -39,26 +40,12 @@ export class BusListener {
       port: this.#o.port,
       transport: "tcp",
     });
-    this.#accepting = this.#acceptLoop(this.#listener);
-  }
-
-  async #acceptLoop(listener: Deno.TcpListener): Promise<void> {
-    for (;;) {
-      let conn: Deno.TcpConn;
-      try {
-        conn = await listener.accept();
-      } catch (e) {
-        if (e instanceof Deno.errors.BadResource) return;
-        if (e instanceof Deno.errors.Interrupted) return;
-        this.#o.log.warn("bus_accept_failed", { error: (e as Error).message });
-        await new Promise((r) => setTimeout(r, 50));
-        continue;
-      }
-      try {
-        conn.setNoDelay(true);
-      } catch { /* the peer may already be gone */ }
-      this.#o.onConnection(conn);
-    }
+    this.#accepting = acceptEach(
+      this.#listener,
+      this.#o.log,
+      "bus_accept_failed",
+      (conn) => this.#o.onConnection(conn),
+    );
   }
 
   /** Stops accepting (connections already handed over are the pool's to close). */
