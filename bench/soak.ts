@@ -377,9 +377,8 @@ await attack("fuzz", async () => {
   }`;
 });
 
-/** 5,000 connections opened, 100 of them asked, then closed: half with a RST. */
-await attack("churn", async () => {
-  const total = scaled(5000);
+/** Opens `total` connections to the node, 250 at a time, each within 10 s. */
+async function openConnections(total: number): Promise<Deno.TcpConn[]> {
   const conns: Deno.TcpConn[] = [];
   for (let i = 0; i < total; i += 250) {
     const batch = await Promise.all(
@@ -395,6 +394,13 @@ await attack("churn", async () => {
     );
     conns.push(...batch);
   }
+  return conns;
+}
+
+/** 5,000 connections opened, 100 of them asked, then closed: half with a RST. */
+await attack("churn", async () => {
+  const total = scaled(5000);
+  const conns = await openConnections(total);
   // The RST half sends a line whose reply it never reads.
   await Promise.all(
     conns.filter((_, i) => i % 2 === 1).map((c, i) =>
@@ -444,23 +450,9 @@ await attack("pipeline", async () => {
 /** 10,000 idle connections; KB per connection; a fresh client answered meanwhile. */
 await attack("idle", async (watch) => {
   const total = scaled(10_000);
-  const conns: Deno.TcpConn[] = [];
   await sleep(500);
   const base = rssKb();
-  for (let i = 0; i < total; i += 250) {
-    const batch = await Promise.all(
-      Array.from(
-        { length: Math.min(250, total - i) },
-        () =>
-          within(
-            Deno.connect({ hostname: "127.0.0.1", port: PORT }),
-            10_000,
-            "connect",
-          ),
-      ),
-    );
-    conns.push(...batch);
-  }
+  const conns = await openConnections(total);
   await sleep(3000);
   const held = rssKb();
   await atPeak("idle");

@@ -1033,17 +1033,7 @@ Deno.test({
       "1",
     ]);
     assert.equal(watch.code, 0, watch.err);
-    assert.deepEqual(JSON.parse(watch.out), {
-      at:
-        "AT Alford +0.263873386 kiwi +34.068930-118.445127 1520023934.918963997",
-      server: "Alford",
-      skew: "+0.263873386",
-      client: "kiwi",
-      location: "+34.068930-118.445127",
-      time: "1520023934.918963997",
-      latitude: 34.06893,
-      longitude: -118.445127,
-    });
+    assert.deepEqual(JSON.parse(watch.out), RECORD);
   },
 });
 

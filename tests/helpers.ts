@@ -69,6 +69,17 @@ export const DEFAULT_LINKS: [string, string][] = [
 /** The default herd's names. */
 export const DEFAULT_NAMES = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh"];
 
+/** The UCLA campus, 10 km, as the node would build it from `WHATSAT kiwi 10 20`. */
+export const UCLA: NearbyQuery = {
+  lat: "34.068930",
+  lng: "-118.445127",
+  latDeg: 34.06893,
+  lngDeg: -118.445127,
+  radiusM: "10000",
+  radiusMeters: 10000,
+  bound: 20,
+};
+
 /**
  * Records every query; answers with `answer` (or what `respond` returns) after `delayMs`,
  * within the query's bound as the places contract requires.

@@ -11,6 +11,7 @@ import assert from "assert";
 import { createBoundLog } from "../lib/places/bounds.ts";
 import type { NearbyQuery, PlacesAnswer } from "../lib/places/contract.ts";
 import { createOfflinePlaces } from "../lib/places/gazetteer.ts";
+import { UCLA } from "./helpers.ts";
 import {
   createPlaces,
   type PlacesConfig,
@@ -18,16 +19,6 @@ import {
   placesConfigFromEnv,
   type PlacesProvider,
 } from "../lib/places/mod.ts";
-
-const UCLA: NearbyQuery = {
-  lat: "34.068930",
-  lng: "-118.445127",
-  latDeg: 34.06893,
-  lngDeg: -118.445127,
-  radiusM: "10000",
-  radiusMeters: 10000,
-  bound: 20,
-};
 
 /** A query at latitude `lat` (a distinct cache key for each). */
 function at(lat: number, overrides: Partial<NearbyQuery> = {}): NearbyQuery {

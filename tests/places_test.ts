@@ -20,21 +20,11 @@ import {
   type PlacesProvider,
 } from "../lib/places/mod.ts";
 import { createOfflinePlaces } from "../lib/places/gazetteer.ts";
+import { UCLA } from "./helpers.ts";
 
 const KEY = "AIzaFixtureKey-0123456789_secret";
 const LEGACY_URL = "https://places.test/maps/api/place/nearbysearch/json";
 const NEW_URL = "https://places.test/v1/places:searchNearby";
-
-/** The UCLA campus, 10 km, as the node would build it from `WHATSAT kiwi 10 20`. */
-const UCLA: NearbyQuery = {
-  lat: "34.068930",
-  lng: "-118.445127",
-  latDeg: 34.06893,
-  lngDeg: -118.445127,
-  radiusM: "10000",
-  radiusMeters: 10000,
-  bound: 20,
-};
 
 function query(overrides: Partial<NearbyQuery> = {}): NearbyQuery {
   return { ...UCLA, ...overrides };
