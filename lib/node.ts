@@ -90,6 +90,12 @@ export interface NodeConfig {
   http?: HttpTuning;
 }
 
+/** The node's own defaults (its parts keep theirs: SERVER_DEFAULTS, busDefaults, ...). */
+export const NODE_DEFAULTS = {
+  /** A WHATSAT is answered within this many ms whatever upstream does. */
+  whatsatTimeoutMs: 5_000,
+} as const;
+
 /** A problem the operator caused or can fix; its message is one line. */
 export class NodeStartError extends Error {
   override name = "NodeStartError";
@@ -538,7 +544,7 @@ export class HerdNode {
       radiusMeters: Number(cmd.radiusM),
       bound: cmd.bound,
       record: held,
-      timeoutMs: this.config.whatsatTimeoutMs ?? 5000,
+      timeoutMs: this.config.whatsatTimeoutMs ?? NODE_DEFAULTS.whatsatTimeoutMs,
     };
     // The provider's contract: an answer within query.timeoutMs, cut to the bound, never a
     // rejection (a provider that breaks it anyway still gets a framed failure answer).
@@ -567,7 +573,9 @@ export class HerdNode {
     clearTimeout(this.#warmTimer);
     await this.#http?.stop();
     this.#idleGc?.stop();
-    await this.#server.stop(this.config.whatsatTimeoutMs ?? 5000);
+    await this.#server.stop(
+      this.config.whatsatTimeoutMs ?? NODE_DEFAULTS.whatsatTimeoutMs,
+    );
     await this.#bus?.stop();
     // Links wait for the store's load before catching up: abandon it so they let go now.
     this.#store.stopLoading();
