@@ -174,18 +174,18 @@ Deno.test("bus inbound: while the store's commits are congested the node stops r
     // after ~37 frames; then TCP's buffers fill and the fake's writes stall.
     const loc = `+34.${"1".repeat(7000)}-118.${"2".repeat(7000)}`;
     let n = 0;
-    const frame = async () => {
+    const frame = () => {
       const records = [];
       for (let i = 0; i < 64; i++) {
         records.push(`AT B +0.000000000 c${n++} ${loc} 1700000000`);
       }
-      return await peer.frame(`RECORDS\n${records.join("\n")}`);
+      return peer.frame(`RECORDS\n${records.join("\n")}`);
     };
     let sent = 0;
     let stalled = false;
     // At most 160 frames (~144 MB): four times what a congested node may take.
     for (let i = 0; i < 160 && !stalled; i++) {
-      const bytes = await frame();
+      const bytes = frame();
       const left = await writeUntilStalled(
         peer.conn,
         bytes,

@@ -145,10 +145,10 @@ export class BusChannel {
   }
 
   /** Opens and parses one received frame; null (channel closed) when it is not valid. */
-  async #decode(frame: Uint8Array): Promise<BusMessage | null> {
+  #decode(frame: Uint8Array): BusMessage | null {
     let body = frame as Uint8Array<ArrayBuffer>;
     if (this.#opener !== null) {
-      const plain = await this.#opener.open(body);
+      const plain = this.#opener.open(body);
       if (plain === null) {
         this.#fail("a frame failed authentication");
         return null;
@@ -186,7 +186,7 @@ export class BusChannel {
       if (this.problem !== null) this.close();
       return null;
     }
-    return await this.#decode(frame);
+    return this.#decode(frame);
   }
 
   /** Every message received so far (waiting for at least one), or null at EOF or on a bad frame. */
@@ -195,7 +195,7 @@ export class BusChannel {
     if (first === null) return null;
     const out = [first];
     while (this.#frames.length > 0) {
-      const msg = await this.#decode(this.#frames.shift()!);
+      const msg = this.#decode(this.#frames.shift()!);
       if (msg === null) return null;
       out.push(msg);
     }
@@ -313,7 +313,7 @@ export class BusChannel {
         for (const item of items) {
           for (const body of BusChannel.bodies(item)) {
             let bytes = stringToBytes(body) as Uint8Array<ArrayBuffer>;
-            if (item.sealer !== null) bytes = await item.sealer.seal(bytes);
+            if (item.sealer !== null) bytes = item.sealer.seal(bytes);
             const frame = encodeFrame(bytes);
             frames.push(frame);
             size += frame.length;

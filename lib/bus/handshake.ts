@@ -24,6 +24,7 @@
  * @module
  */
 
+import { createCipheriv, createDecipheriv } from "node:crypto";
 import type { BusMessage } from "./codec.ts";
 
 const encoder = new TextEncoder();
@@ -173,35 +174,55 @@ export async function session(
     directionKeyBits(keys, other, dialer, acceptor, nonceD, nonceA),
   ]);
   return {
-    sealer: new Sealer(await aesKey(mine, "encrypt")),
-    opener: new Opener(await aesKey(theirs, "decrypt")),
+    sealer: new Sealer(mine),
+    opener: new Opener(theirs),
   };
 }
 
-function aesKey(
-  bits: Uint8Array<ArrayBuffer>,
-  use: "encrypt" | "decrypt",
-): Promise<CryptoKey> {
-  return crypto.subtle.importKey("raw", bits, "AES-GCM", false, [use]);
-}
-
-/** The IV of frame number `seq`: 4 zero bytes, then `seq` as 64 bits big-endian. */
-export function ivOf(seq: number): Uint8Array<ArrayBuffer> {
-  const iv = new Uint8Array(12);
-  const view = new DataView(iv.buffer);
-  view.setUint32(4, Math.floor(seq / 2 ** 32));
-  view.setUint32(8, seq >>> 0);
+/**
+ * The IV of frame number `seq`: 4 zero bytes, then `seq` as 64 bits big-endian. Written
+ * into `iv` when given (the sealer and opener reuse one buffer), else into a new one.
+ */
+export function ivOf(
+  seq: number,
+  iv: Uint8Array<ArrayBuffer> = new Uint8Array(12),
+): Uint8Array<ArrayBuffer> {
+  iv[0] =
+    iv[1] =
+    iv[2] =
+    iv[3] =
+      0;
+  const hi = Math.floor(seq / 2 ** 32);
+  const lo = seq >>> 0;
+  iv[4] = hi >>> 24;
+  iv[5] = (hi >>> 16) & 0xff;
+  iv[6] = (hi >>> 8) & 0xff;
+  iv[7] = hi & 0xff;
+  iv[8] = lo >>> 24;
+  iv[9] = (lo >>> 16) & 0xff;
+  iv[10] = (lo >>> 8) & 0xff;
+  iv[11] = lo & 0xff;
   return iv;
 }
 
 const AAD = encoder.encode(BUS_VERSION);
+const TAG_BYTES = 16;
+
+/*
+ * Frames are sealed and opened with node:crypto's AES-256-GCM, not Web Crypto: it runs in
+ * the call, where Web Crypto's `encrypt`/`decrypt` go through a thread pool and a promise.
+ * Measured on a 2-core machine for a 90-byte frame: 7.5 µs against 40 µs of CPU, and the
+ * thread hop added 0.4 ms at p99 to every hop of a record (docs/benchmarks.md). The key
+ * derivation and the proofs, once per connection, stay on Web Crypto.
+ */
 
 /** Seals the frames of one direction in order (AES-256-GCM, 16-byte tag). */
 export class Sealer {
-  readonly #key: CryptoKey;
+  readonly #key: Uint8Array;
+  readonly #iv = new Uint8Array(12);
   #seq = 0;
 
-  constructor(key: CryptoKey) {
+  constructor(key: Uint8Array) {
     this.#key = key;
   }
 
@@ -210,25 +231,31 @@ export class Sealer {
     return this.#seq;
   }
 
-  /** The ciphertext of the next frame. Callers must seal frames in the order they send them. */
-  async seal(plain: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
-    const iv = ivOf(this.#seq++);
-    return new Uint8Array(
-      await crypto.subtle.encrypt(
-        { name: "AES-GCM", iv, additionalData: AAD },
-        this.#key,
-        plain,
-      ),
+  /** The ciphertext and tag of the next frame. Callers must seal frames in the order they send them. */
+  seal(plain: Uint8Array): Uint8Array<ArrayBuffer> {
+    const c = createCipheriv(
+      "aes-256-gcm",
+      this.#key,
+      ivOf(this.#seq++, this.#iv),
     );
+    c.setAAD(AAD);
+    const head = c.update(plain);
+    const tail = c.final();
+    const out = new Uint8Array(head.length + tail.length + TAG_BYTES);
+    out.set(head, 0);
+    out.set(tail, head.length);
+    out.set(c.getAuthTag(), head.length + tail.length);
+    return out;
   }
 }
 
 /** Opens the frames of one direction, each exactly once and in order. */
 export class Opener {
-  readonly #key: CryptoKey;
+  readonly #key: Uint8Array;
+  readonly #iv = new Uint8Array(12);
   #seq = 0;
 
-  constructor(key: CryptoKey) {
+  constructor(key: Uint8Array) {
     this.#key = key;
   }
 
@@ -236,18 +263,20 @@ export class Opener {
    * The plaintext of the next frame, or null when it is not the next frame sealed under
    * this key (altered, injected, dropped, reordered or replayed): the link is then unusable.
    */
-  async open(
-    cipher: Uint8Array<ArrayBuffer>,
-  ): Promise<Uint8Array<ArrayBuffer> | null> {
-    const iv = ivOf(this.#seq++);
+  open(cipher: Uint8Array): Uint8Array<ArrayBuffer> | null {
+    const iv = ivOf(this.#seq++, this.#iv);
+    if (cipher.length < TAG_BYTES) return null;
+    const end = cipher.length - TAG_BYTES;
     try {
-      return new Uint8Array(
-        await crypto.subtle.decrypt(
-          { name: "AES-GCM", iv, additionalData: AAD },
-          this.#key,
-          cipher,
-        ),
-      );
+      const d = createDecipheriv("aes-256-gcm", this.#key, iv);
+      d.setAAD(AAD);
+      d.setAuthTag(cipher.subarray(end));
+      const head = d.update(cipher.subarray(0, end));
+      const tail = d.final();
+      const out = new Uint8Array(head.length + tail.length);
+      out.set(head, 0);
+      out.set(tail, head.length);
+      return out;
     } catch {
       return null;
     }
