@@ -17,6 +17,7 @@ async function logWith(opts: {
   maxFileBytes?: number;
   keepFiles?: number;
   maxBufferBytes?: number;
+  maxWriteBytes?: number;
 }) {
   const printed: string[] = [];
   const log = await NodeLog.open({
@@ -146,4 +147,38 @@ Deno.test("record() writes to the log only, never the terminal, and is rate-limi
     ["connection_paused", 1],
     ["log_suppressed", 3],
   ]);
+});
+
+Deno.test("traffic lines reach the file as UTF-8 text, whatever the drain's size: client text readable, other bytes kept as char codes", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/N.log`;
+  // Writes of up to 2 MiB of text: the first drain below is past the largest scratch buffer
+  // a drain keeps (4 MiB of UTF-8), the second within it.
+  const { log } = await logWith({ path, maxWriteBytes: 2 * 1024 * 1024 });
+  // Byte strings as the server holds them: "café" as its UTF-8 bytes, and a byte that is
+  // not UTF-8 at all.
+  const cafe = "IAMAT caf\xc3\xa9 +1+1 1";
+  const raw = "IAMAT \xff +1+1 1";
+  // One small drain, then ~30,000 lines (3.7 MB of text).
+  log.traffic(1, "in", cafe);
+  await log.flush();
+  const many = 30_000;
+  for (let i = 0; i < many; i++) {
+    log.traffic(i, "in", i % 2 === 0 ? cafe : `${raw} ${"x".repeat(100)}`);
+  }
+  log.traffic(2, "out", raw);
+  await log.close();
+  const lines = Deno.readTextFileSync(path).split("\n").filter((l) => l !== "")
+    .map((l) => JSON.parse(l));
+  assert.equal(lines.length, many + 2);
+  assert.equal(lines[0].line, "IAMAT café +1+1 1");
+  assert.equal(lines[1].line, "IAMAT café +1+1 1");
+  assert.equal(lines[2].line, `IAMAT \xff +1+1 1 ${"x".repeat(100)}`);
+  assert.deepEqual(lines.at(-1), {
+    ts: lines.at(-1).ts,
+    node: "N",
+    conn: 2,
+    dir: "out",
+    line: "IAMAT \xff +1+1 1",
+  });
 });
