@@ -7,8 +7,9 @@
  *    2,000, for 3 s); latency from the client's send to the probe's receipt, which crosses
  *    Alford → Welsh → Ball → probe (three hops, two of them durable nodes in between).
  * 2. Throughput: BENCH_HERD_ACKS IAMATs (default 100,000) pipelined into Alford while the
- *    herd floods every one of them; durable acks a second at Alford, and time until the
- *    probe has seen them all.
+ *    herd floods every one of them; durable acks a second at Alford, time until the probe
+ *    has seen them all, and the CPU (every thread) the nodes spent per record: the herd's
+ *    five together, Alford (which takes the IAMATs) and a relay on average.
  *
  * @module
  */
@@ -19,6 +20,7 @@ import { StubPlaces } from "../tests/helpers.ts";
 import {
   NodeProcess,
   pipelineIamats,
+  processCpuMs,
   result,
   waitListening,
   writeTopology,
@@ -133,8 +135,9 @@ try {
   const lat = [...sentAt].filter(([id]) => probe.seen.has(id))
     .map(([id, at]) => probe.seen.get(id)! - at).sort((a, b) => a - b);
 
-  // 2. Throughput while the herd floods.
+  // 2. Throughput while the herd floods, and the CPU each node spent on it.
   const before = probe.seen.size;
+  const cpu0 = nodes.map((n) => processCpuMs(n.child.pid) ?? 0);
   const t1 = performance.now();
   const ms = await pipelineIamats(alford, acks, 16, 256, "load");
   const deadline2 = performance.now() + 60_000;
@@ -142,6 +145,11 @@ try {
     await new Promise((r) => setTimeout(r, 5));
   }
   const allSeenMs = performance.now() - t1;
+  // Every node has relayed (or refused) every record by now: the probe behind Ball saw it.
+  const cpuUs = nodes.map((n, i) =>
+    ((processCpuMs(n.child.pid) ?? 0) - cpu0[i]) * 1000 / acks
+  );
+  const round1 = (x: number) => Math.round(x * 10) / 10;
 
   result("herd", {
     propagation_rate_per_s: rate,
@@ -154,6 +162,11 @@ try {
     herd_acks_per_s: Math.round(acks / (ms / 1000)),
     herd_all_at_probe_ms: Math.round(allSeenMs),
     herd_records_at_probe: probe.seen.size - before,
+    herd_cpu_us_per_record: round1(cpuUs.reduce((a, b) => a + b, 0)),
+    alford_cpu_us_per_iamat: round1(cpuUs[0]),
+    relay_cpu_us_per_record: round1(
+      cpuUs.slice(1).reduce((a, b) => a + b, 0) / (cpuUs.length - 1),
+    ),
   });
 } finally {
   await Promise.all(nodes.map((n) => n.stop()));

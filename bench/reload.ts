@@ -16,25 +16,11 @@ import { Store } from "../lib/store.ts";
 import {
   gc,
   NodeProcess,
+  processCpuMs,
   result,
   waitListening,
   writeTopology,
 } from "./common.ts";
-
-/**
- * CPU time (user + system, every thread) a process has used so far, from `/proc` (Linux;
- * null elsewhere). On a shared machine it varies far less than wall time.
- */
-function processCpuMs(pid: number): number | null {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // utime and stime are fields 14 and 15 of the whole line, in ticks of 10 ms.
-    return (Number(fields[11]) + Number(fields[12])) * 10;
-  } catch {
-    return null;
-  }
-}
 
 /** Full collections until freed ArrayBuffers have left `external` (they are swept later). */
 async function settle(): Promise<void> {

