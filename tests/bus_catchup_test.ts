@@ -167,3 +167,39 @@ Deno.test("catch-up dialer: HAVE lists past their bound in entries or bytes, or 
     "unexpected sum on an outbound link",
   );
 });
+
+Deno.test("catch-up dialer: one comparison at a time, so a second request to compare while one runs sends nothing", async () => {
+  const mine = [at("a", "1"), at("b", "2")];
+  const w = wire();
+  const dialer = new CatchupDialer(
+    storeOf(mine),
+    w,
+    () => true,
+    { entries: 100, bytes: 10_000 },
+    1024 * 1024,
+  );
+  const stats = newStats();
+  // The link's first comparison, and a neighbor's request to compare in the same moment.
+  dialer.sum();
+  dialer.sum();
+  assert.deepEqual(w.sent.map((m) => m.kind), ["sum"]);
+  await dialer.handle(
+    { kind: "buckets", digest: storeOf([]).digest.encode() },
+    stats,
+    () => {},
+  );
+  dialer.sum();
+  assert.deepEqual(w.sent.map((m) => m.kind), ["sum", "diff"]);
+  assert.equal(
+    await dialer.handle({ kind: "have", entries: [] }, stats, () => {}),
+    null,
+  );
+  assert.equal(
+    await dialer.handle({ kind: "have-end" }, stats, () => {}),
+    null,
+  );
+  assert.deepEqual(w.sent.at(-1), { kind: "synced", count: 2 });
+  // Once it is over, the next comparison goes out.
+  dialer.sum();
+  assert.deepEqual(w.sent.at(-1)?.kind, "sum");
+});

@@ -74,8 +74,15 @@ export class CatchupDialer {
     );
   }
 
-  /** Starts a comparison: sends the digest root. */
+  /**
+   * Starts a comparison: sends the digest root, unless one is in progress. Two at once
+   * would each get its own `BUCKETS`, `DIFF` and `HAVE` lists, and the first `HAVE-END`
+   * would end both: the other's lists would then come "without DIFF" and drop the link (a
+   * neighbor's request to compare can land in the moment between a link's handshake and
+   * its own first comparison).
+   */
   sum(): void {
+    if (this.syncing) return;
     this.syncing = true;
     this.lastSum = Date.now();
     this.#wire.send({ kind: "sum", root: this.#store.digest.root() });
