@@ -5,7 +5,8 @@
  */
 
 import assert from "assert";
-import { createHmac, hkdfSync } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { createCipheriv, createHmac, hkdfSync } from "node:crypto";
 import {
   BUS_VERSION,
   directionKeyBits,
@@ -14,6 +15,7 @@ import {
   keyInfo,
   prove,
   session,
+  SYNC_CRYPTO_BYTES,
   toHex,
   transcript,
   verify,
@@ -97,7 +99,7 @@ Deno.test("sealed frames: opened once each, in order; altered, reordered, replay
   const enc = (s: string) => new TextEncoder().encode(s);
   const frames = [];
   for (const m of ["one", "two", "three"]) {
-    frames.push(d.sealer.seal(enc(m)));
+    frames.push(await d.sealer.seal(enc(m)));
   }
   // A ciphertext hides its text and carries a 16-byte tag.
   assert.equal(frames[0].length, 3 + 16);
@@ -106,26 +108,26 @@ Deno.test("sealed frames: opened once each, in order; altered, reordered, replay
   // In order: all open.
   for (const [i, m] of ["one", "two", "three"].entries()) {
     assert.equal(
-      new TextDecoder().decode(a.opener.open(frames[i])!),
+      new TextDecoder().decode((await a.opener.open(frames[i]))!),
       m,
     );
   }
   // Replayed: the next expected number is 3, not 0.
-  assert.equal(a.opener.open(frames[0]), null);
+  assert.equal(await a.opener.open(frames[0]), null);
   // Reordered or dropped: frame 1 where frame 0 is expected.
-  assert.equal((await fresh()).opener.open(frames[1]), null);
+  assert.equal(await (await fresh()).opener.open(frames[1]), null);
   // Altered: one bit flipped anywhere.
   for (const at of [0, 2, frames[0].length - 1]) {
     const bad = frames[0].slice();
     bad[at] ^= 1;
-    assert.equal((await fresh()).opener.open(bad), null);
+    assert.equal(await (await fresh()).opener.open(bad), null);
   }
   // Cross-direction: the dialer cannot open its own frames (each direction has its key).
-  assert.equal(d.opener.open(frames[0]), null);
+  assert.equal(await d.opener.open(frames[0]), null);
   // Another secret: nothing opens.
   const mallory = (await importSecret("another secret of enough bits"))!;
   const m = await session(mallory, "acceptor", "Alford", "Ball", ND, NA);
-  assert.equal(m.opener.open(frames[0]), null);
+  assert.equal(await m.opener.open(frames[0]), null);
 });
 
 Deno.test("ivOf: 4 zero bytes then the sequence number as 64 bits big-endian", () => {
@@ -137,10 +139,16 @@ Deno.test("ivOf: 4 zero bytes then the sequence number as 64 bits big-endian", (
   );
 });
 
-Deno.test("sealed frames are AES-256-GCM as Web Crypto computes it: key from HKDF, IV from the sequence number, the bus version as AAD", async () => {
+Deno.test("sealed frames, small and large, are AES-256-GCM as Web Crypto and node:crypto compute it: key from HKDF, IV from the sequence number, the bus version as AAD", async () => {
   const keys = (await importSecret(SECRET))!;
   const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
   const a = await session(keys, "acceptor", "Alford", "Ball", ND, NA);
+  /** An acceptor whose next frame is number `seq`. */
+  const fresh = async (seq: number) => {
+    const s = await session(keys, "acceptor", "Alford", "Ball", ND, NA);
+    for (let i = 0; i < seq; i++) await s.opener.open(new Uint8Array(0));
+    return s;
+  };
   const bits = await directionKeyBits(keys, "dialer", "Alford", "Ball", ND, NA);
   const key = await crypto.subtle.importKey("raw", bits, "AES-GCM", false, [
     "encrypt",
@@ -151,21 +159,40 @@ Deno.test("sealed frames are AES-256-GCM as Web Crypto computes it: key from HKD
     iv: ivOf(seq),
     additionalData: new TextEncoder().encode(BUS_VERSION),
   });
-  const plain = new TextEncoder().encode("R AT Alford +0.5 kiwi +1+1 5\n");
-  for (let seq = 0; seq < 3; seq++) {
+  // Small frames take node:crypto, larger ones Web Crypto (`SYNC_CRYPTO_BYTES`): sizes on
+  // both sides of the line, in one sequence, so both paths count the same frame numbers.
+  const record = "R AT Alford +0.5 kiwi +1+1 5\n";
+  const sizes = [
+    record.length,
+    SYNC_CRYPTO_BYTES,
+    SYNC_CRYPTO_BYTES + 1,
+    70_000,
+    record.length,
+  ];
+  for (const [seq, size] of sizes.entries()) {
+    const plain = new TextEncoder().encode(
+      record.repeat(Math.ceil(size / record.length)).slice(0, size),
+    );
     // Ours, opened by Web Crypto ...
-    const ours = d.sealer.seal(plain);
+    const ours = await d.sealer.seal(plain);
     const opened = new Uint8Array(
       await crypto.subtle.decrypt(params(seq), key, ours),
     );
     assert.deepEqual(opened, plain);
-    // ... and Web Crypto's, opened by ours.
+    // ... the same bytes as node:crypto's ...
+    const c = createCipheriv("aes-256-gcm", bits, ivOf(seq));
+    c.setAAD(new TextEncoder().encode(BUS_VERSION));
+    const node = Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
+    assert.deepEqual(ours, new Uint8Array(node));
+    // ... and Web Crypto's, opened by ours; altered, it does not open.
     const theirs = new Uint8Array(
       await crypto.subtle.encrypt(params(seq), key, plain),
     );
-    assert.deepEqual(theirs, ours);
-    assert.deepEqual(a.opener.open(theirs), plain);
+    const bad = theirs.slice();
+    bad[size >> 1] ^= 1;
+    assert.equal(await (await fresh(seq)).opener.open(bad), null);
+    assert.deepEqual(await a.opener.open(theirs), plain);
   }
   // A frame shorter than its tag never opens.
-  assert.equal(a.opener.open(new Uint8Array(15)), null);
+  assert.equal(await a.opener.open(new Uint8Array(15)), null);
 });

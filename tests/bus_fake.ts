@@ -88,7 +88,7 @@ export class FakePeer {
     }
     let body = this.#frames.shift()! as Uint8Array<ArrayBuffer>;
     if (this.#opener !== null) {
-      const plain = this.#opener.open(body);
+      const plain = await this.#opener.open(body);
       assert.ok(plain !== null, "a frame from the node failed to open");
       body = plain;
     }
@@ -107,20 +107,20 @@ export class FakePeer {
   }
 
   /** The frame of one message body, sealed if the handshake was secure. */
-  frame(body: string): Uint8Array {
+  async frame(body: string): Promise<Uint8Array> {
     let bytes = stringToBytes(body) as Uint8Array<ArrayBuffer>;
-    if (this.#sealer !== null) bytes = this.#sealer.seal(bytes);
+    if (this.#sealer !== null) bytes = await this.#sealer.seal(bytes);
     return encodeFrame(bytes);
   }
 
   /** Sends one message. */
   async send(msg: BusMessage): Promise<void> {
-    await this.sendRaw(this.frame(formatMessage(msg)));
+    await this.sendRaw(await this.frame(formatMessage(msg)));
   }
 
   /** Sends records in one frame, as given (no checks). */
   async sendRecords(records: string[]): Promise<void> {
-    await this.sendRaw(this.frame(`RECORDS\n${records.join("\n")}`));
+    await this.sendRaw(await this.frame(`RECORDS\n${records.join("\n")}`));
   }
 
   /** Plays the dialer side of the handshake as `as` toward `to`; expects OK. */

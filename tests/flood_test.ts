@@ -404,7 +404,7 @@ Deno.test("a peer that asks for digests without reading the answers is dropped, 
   await c.hello("Ball", "Alford");
   c.stopReading();
   // Ask for digests over and over and never read; the node must give up on us.
-  const sum = c.frame("SUM 0000000000000000");
+  const sum = await c.frame("SUM 0000000000000000");
   const sums = new Uint8Array(sum.length * 2000);
   for (let i = 0; i < 2000; i++) sums.set(sum, i * sum.length);
   let closed = false;
@@ -707,7 +707,7 @@ Deno.test("a record frame cut short by a dropped peer connection is discarded, e
   const c = await FakePeer.dial(busPort(herd.node));
   await c.hello("Ball", "Alford");
   await c.sendRecords([whole]);
-  const frame = c.frame(`RECORDS\n${cutShort}00000`);
+  const frame = await c.frame(`RECORDS\n${cutShort}00000`);
   await c.sendRaw(frame.subarray(0, frame.length - 5));
   await c.close();
   await waitFor(

@@ -210,7 +210,7 @@ Deno.test("catch-up acceptor: a peer that sends 4,000 SUMs and reads none of the
     await peer.hello("B", "A");
     peer.stopReading();
     // A root A does not have: each SUM is answered with its ~11 KB of bucket digests.
-    const sum = peer.frame("SUM 0000000000000000");
+    const sum = await peer.frame("SUM 0000000000000000");
     const sums = new Uint8Array(sum.length * 4000);
     for (let i = 0; i < 4000; i++) sums.set(sum, i * sum.length);
     await peer.sendRaw(sums).catch(() => {});

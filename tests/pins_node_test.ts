@@ -185,7 +185,7 @@ Deno.test("bus inbound: while the store's commits are congested the node stops r
     let stalled = false;
     // At most 160 frames (~144 MB): four times what a congested node may take.
     for (let i = 0; i < 160 && !stalled; i++) {
-      const bytes = frame();
+      const bytes = await frame();
       const left = await writeUntilStalled(
         peer.conn,
         bytes,

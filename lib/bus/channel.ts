@@ -145,10 +145,10 @@ export class BusChannel {
   }
 
   /** Opens and parses one received frame; null (channel closed) when it is not valid. */
-  #decode(frame: Uint8Array): BusMessage | null {
+  async #decode(frame: Uint8Array): Promise<BusMessage | null> {
     let body = frame as Uint8Array<ArrayBuffer>;
     if (this.#opener !== null) {
-      const plain = this.#opener.open(body);
+      const plain = await this.#opener.open(body);
       if (plain === null) {
         this.#fail("a frame failed authentication");
         return null;
@@ -186,7 +186,7 @@ export class BusChannel {
       if (this.problem !== null) this.close();
       return null;
     }
-    return this.#decode(frame);
+    return await this.#decode(frame);
   }
 
   /** Every message received so far (waiting for at least one), or null at EOF or on a bad frame. */
@@ -195,7 +195,7 @@ export class BusChannel {
     if (first === null) return null;
     const out = [first];
     while (this.#frames.length > 0) {
-      const msg = this.#decode(this.#frames.shift()!);
+      const msg = await this.#decode(this.#frames.shift()!);
       if (msg === null) return null;
       out.push(msg);
     }
@@ -305,14 +305,14 @@ export class BusChannel {
    * The frames of `items`, length-prefixed, in one buffer: a plain body is written straight
    * into it (no buffer of its own, no second copy), a sealed one as its ciphertext.
    */
-  static encode(items: OutItem[]): Uint8Array {
+  static async encode(items: OutItem[]): Promise<Uint8Array> {
     const parts: (string | Uint8Array)[] = [];
     let size = 0;
     for (const item of items) {
       for (const body of BusChannel.bodies(item)) {
-        const part = item.sealer === null
-          ? body
-          : item.sealer.seal(stringToBytes(body));
+        const part = item.sealer === null ? body : await item.sealer.seal(
+          stringToBytes(body) as Uint8Array<ArrayBuffer>,
+        );
         parts.push(part);
         size += HEADER_BYTES + part.length;
       }
@@ -339,7 +339,7 @@ export class BusChannel {
         this.#out = [];
         this.#inflightBytes = this.#outBytes;
         this.#outBytes = 0;
-        const all = BusChannel.encode(items);
+        const all = await BusChannel.encode(items);
         await writeAll(this.conn, all);
         this.bytesOut += all.length;
         if (this.#counters) this.#counters.bytesOut += all.length;
