@@ -24,7 +24,6 @@
  * @module
  */
 
-import { createCipheriv, createDecipheriv } from "node:crypto";
 import type { BusMessage } from "./codec.ts";
 
 const encoder = new TextEncoder();
@@ -218,19 +217,34 @@ const TAG_BYTES = 16;
  */
 export const SYNC_CRYPTO_BYTES = 16 * 1024;
 
+/** node:crypto's AES-GCM, as the sealer and opener use it. */
+type NodeCrypto = Pick<
+  typeof import("node:crypto"),
+  "createCipheriv" | "createDecipheriv"
+>;
+
 /** One direction's key, as node:crypto and as Web Crypto take it. */
 interface DirectionKey {
   raw: Uint8Array;
   web: CryptoKey;
+  node: NodeCrypto;
 }
+
+/**
+ * node:crypto, imported when the first sealed session starts, not at start-up: importing it
+ * takes ~45 ms, and a node must listen within 0.3 s of its start (an open bus never needs it).
+ */
+let nodeCrypto: Promise<NodeCrypto> | null = null;
 
 async function directionKey(
   raw: Uint8Array<ArrayBuffer>,
   use: "encrypt" | "decrypt",
 ): Promise<DirectionKey> {
+  nodeCrypto ??= import("node:crypto");
   return {
     raw,
     web: await crypto.subtle.importKey("raw", raw, "AES-GCM", false, [use]),
+    node: await nodeCrypto,
   };
 }
 
@@ -262,7 +276,11 @@ export class Sealer {
         plain,
       ).then((sealed) => new Uint8Array(sealed));
     }
-    const c = createCipheriv("aes-256-gcm", this.#key.raw, ivOf(seq, this.#iv));
+    const c = this.#key.node.createCipheriv(
+      "aes-256-gcm",
+      this.#key.raw,
+      ivOf(seq, this.#iv),
+    );
     c.setAAD(AAD);
     const head = c.update(plain);
     const tail = c.final();
@@ -302,7 +320,7 @@ export class Opener {
     }
     const end = cipher.length - TAG_BYTES;
     try {
-      const d = createDecipheriv(
+      const d = this.#key.node.createDecipheriv(
         "aes-256-gcm",
         this.#key.raw,
         ivOf(seq, this.#iv),
