@@ -143,11 +143,16 @@ export class Flood {
     }, this.#settings.syncIntervalMs);
   }
 
-  /** Queues an accepted record to every neighbor but `except` (where it came from). */
-  publish(line: string, except?: string): void {
+  /**
+   * Queues accepted records to every neighbor but `except` (where they came from): a
+   * client's one record, or the records of a neighbor's frame that this node accepted, in
+   * one call (one queueing per link, not one per record).
+   */
+  publish(lines: string[], except?: string): void {
+    if (lines.length === 0) return;
     this.#lastAccepted = Date.now();
     for (const link of this.#links.values()) {
-      if (link.peer.name !== except) link.send([line]);
+      if (link.peer.name !== except) link.send(lines);
     }
   }
 

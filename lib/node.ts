@@ -468,11 +468,10 @@ export class HerdNode {
     return { at, gate: this.#store.durable() };
   }
 
-  /** Offers a record; an accepted one is relayed (except back to `from`) and watched. */
-  #accept(line: string, client: string, from?: string): boolean {
-    // A neighbor's record may wait a moment for its commit (`Store.offer`).
-    if (!this.#store.offer(line, client, from !== undefined)) return false;
-    this.#flood.publish(line, from);
+  /** Offers a client's record; an accepted one is relayed and watched. */
+  #accept(line: string, client: string): boolean {
+    if (!this.#store.offer(line, client)) return false;
+    this.#flood.publish([line]);
     this.#http?.accepted(line, client);
     return true;
   }
@@ -553,12 +552,20 @@ export class HerdNode {
     );
   }
 
+  /**
+   * Offers a neighbor's records (each may wait a moment for its commit: `Store.offer`'s
+   * `lazy`); the accepted ones are relayed together (except back to `from`) and watched.
+   */
   #onRecords(lines: string[], from: string): number {
-    let accepted = 0;
+    const accepted: string[] = [];
     for (const line of lines) {
-      if (this.#accept(line, clientOf(line), from)) accepted++;
+      const client = clientOf(line);
+      if (!this.#store.offer(line, client, true)) continue;
+      accepted.push(line);
+      this.#http?.accepted(line, client);
     }
-    return accepted;
+    this.#flood.publish(accepted, from);
+    return accepted.length;
   }
 
   /** Stops cleanly; idempotent. */
