@@ -138,6 +138,7 @@ try {
   // 2. Throughput while the herd floods, and the CPU each node spent on it.
   const before = probe.seen.size;
   const cpu0 = nodes.map((n) => processCpuMs(n.child.pid) ?? 0);
+  // (NaN where /proc cannot be read: not Linux.)
   const t1 = performance.now();
   const ms = await pipelineIamats(alford, acks, 16, 256, "load");
   const deadline2 = performance.now() + 60_000;
@@ -145,9 +146,19 @@ try {
     await new Promise((r) => setTimeout(r, 5));
   }
   const allSeenMs = performance.now() - t1;
-  // Every node has relayed (or refused) every record by now: the probe behind Ball saw it.
-  const cpuUs = nodes.map((n, i) =>
-    ((processCpuMs(n.child.pid) ?? 0) - cpu0[i]) * 1000 / acks
+  // The probe behind Ball has seen every record; other nodes may still be committing (a
+  // neighbor's record waits up to 20 ms): read the CPU once it stops moving (within 2 s).
+  const cpuNow = () => nodes.map((n) => processCpuMs(n.child.pid));
+  let cpu1 = cpuNow();
+  for (let i = 0; i < 20; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    const next = cpuNow();
+    const still = next.every((v, k) => v === cpu1[k]);
+    cpu1 = next;
+    if (still) break;
+  }
+  const cpuUs = cpu1.map((v, i) =>
+    v === null ? NaN : (v - cpu0[i]) * 1000 / acks
   );
   const round1 = (x: number) => Math.round(x * 10) / 10;
 

@@ -168,7 +168,7 @@ Deno.test("catch-up dialer: HAVE lists past their bound in entries or bytes, or 
   );
 });
 
-Deno.test("catch-up dialer: one comparison at a time, so a second request to compare while one runs sends nothing", async () => {
+Deno.test("catch-up dialer: one comparison at a time; a request to compare meanwhile starts the next one when it ends", async () => {
   const mine = [at("a", "1"), at("b", "2")];
   const w = wire();
   const dialer = new CatchupDialer(
@@ -179,17 +179,18 @@ Deno.test("catch-up dialer: one comparison at a time, so a second request to com
     1024 * 1024,
   );
   const stats = newStats();
+  const kinds = () => w.sent.map((m) => m.kind);
   // The link's first comparison, and a neighbor's request to compare in the same moment.
   dialer.sum();
   dialer.sum();
-  assert.deepEqual(w.sent.map((m) => m.kind), ["sum"]);
+  dialer.sum();
+  assert.deepEqual(kinds(), ["sum"]);
   await dialer.handle(
     { kind: "buckets", digest: storeOf([]).digest.encode() },
     stats,
     () => {},
   );
-  dialer.sum();
-  assert.deepEqual(w.sent.map((m) => m.kind), ["sum", "diff"]);
+  assert.deepEqual(kinds(), ["sum", "diff"]);
   assert.equal(
     await dialer.handle({ kind: "have", entries: [] }, stats, () => {}),
     null,
@@ -198,8 +199,24 @@ Deno.test("catch-up dialer: one comparison at a time, so a second request to com
     await dialer.handle({ kind: "have-end" }, stats, () => {}),
     null,
   );
-  assert.deepEqual(w.sent.at(-1), { kind: "synced", count: 2 });
-  // Once it is over, the next comparison goes out.
+  // The first ends (SYNCED), then the one asked for meanwhile starts: once, not twice.
+  assert.deepEqual(kinds(), ["sum", "diff", "synced", "sum"]);
+  assert.deepEqual(w.sent[2], { kind: "synced", count: 2 });
+  assert.equal(dialer.syncing, true);
+  await dialer.handle({ kind: "same" }, stats, () => {});
+  assert.equal(dialer.syncing, false);
+  assert.deepEqual(kinds(), ["sum", "diff", "synced", "sum"]);
+  // Deferred the same way when the comparison ends with SAME, or with nothing to ask for.
   dialer.sum();
-  assert.deepEqual(w.sent.at(-1)?.kind, "sum");
+  dialer.sum();
+  await dialer.handle({ kind: "same" }, stats, () => {});
+  assert.deepEqual(kinds().slice(4), ["sum", "sum"]);
+  await dialer.handle(
+    { kind: "buckets", digest: storeOf(mine).digest.encode() },
+    stats,
+    () => {},
+  );
+  // Nothing differs: SYNCED 0, and nothing was asked for meanwhile.
+  assert.deepEqual(kinds().slice(4), ["sum", "sum", "synced"]);
+  assert.equal(dialer.syncing, false);
 });

@@ -195,4 +195,35 @@ Deno.test("sealed frames, small and large, are AES-256-GCM as Web Crypto and nod
   }
   // A frame shorter than its tag never opens.
   assert.equal(await a.opener.open(new Uint8Array(15)), null);
+  // Sealed without waiting, a large frame (Web Crypto, resolved later) then a small one
+  // (node:crypto, at once): each keeps the number it was sealed under, and they open in
+  // that order with those numbers, and only so.
+  const d2 = await session(keys, "dialer", "Alford", "Ball", ND, NA);
+  const big = new Uint8Array(SYNC_CRYPTO_BYTES + 100).fill(65);
+  const small = new TextEncoder().encode(record);
+  const [sealedBig, sealedSmall] = await Promise.all([
+    d2.sealer.seal(big),
+    d2.sealer.seal(small),
+  ]);
+  const a2 = await fresh(0);
+  assert.equal(await a2.opener.open(sealedSmall), null);
+  const a3 = await fresh(0);
+  assert.deepEqual(await a3.opener.open(sealedBig), big);
+  assert.deepEqual(await a3.opener.open(sealedSmall), small);
+  // Which implementation ran: Web Crypto only for the frame over SYNC_CRYPTO_BYTES.
+  const subtle = crypto.subtle;
+  const encrypt = subtle.encrypt;
+  let webCalls = 0;
+  subtle.encrypt = (...args: Parameters<SubtleCrypto["encrypt"]>) => {
+    webCalls++;
+    return encrypt.apply(subtle, args);
+  };
+  try {
+    await d2.sealer.seal(new Uint8Array(SYNC_CRYPTO_BYTES));
+    assert.equal(webCalls, 0);
+    await d2.sealer.seal(new Uint8Array(SYNC_CRYPTO_BYTES + 1));
+    assert.equal(webCalls, 1);
+  } finally {
+    subtle.encrypt = encrypt;
+  }
 });

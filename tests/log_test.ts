@@ -152,17 +152,18 @@ Deno.test("record() writes to the log only, never the terminal, and is rate-limi
 Deno.test("traffic lines reach the file as UTF-8 text, whatever the drain's size: client text readable, other bytes kept as char codes", async () => {
   await using dir = await tempDir();
   const path = `${dir.path}/N.log`;
-  // Writes of up to 2 MiB of text: the first drain below is past the largest scratch buffer
-  // a drain keeps (4 MiB of UTF-8), the second within it.
+  // Writes of up to 2 MiB of text (6 MiB of UTF-8 at most: past the largest scratch buffer
+  // a drain keeps, 4 MiB, so such a write is encoded on its own).
   const { log } = await logWith({ path, maxWriteBytes: 2 * 1024 * 1024 });
   // Byte strings as the server holds them: "café" as its UTF-8 bytes, and a byte that is
   // not UTF-8 at all.
   const cafe = "IAMAT caf\xc3\xa9 +1+1 1";
   const raw = "IAMAT \xff +1+1 1";
-  // One small drain, then ~30,000 lines (3.7 MB of text).
+  // One small drain (into the scratch buffer), then 24,000 lines, ~3.4 M chars: one write
+  // of 2 MiB (encoded on its own), then the rest, ~1.3 M chars (into the scratch buffer).
   log.traffic(1, "in", cafe);
   await log.flush();
-  const many = 30_000;
+  const many = 24_000;
   for (let i = 0; i < many; i++) {
     log.traffic(i, "in", i % 2 === 0 ? cafe : `${raw} ${"x".repeat(100)}`);
   }

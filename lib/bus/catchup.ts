@@ -49,6 +49,8 @@ export class CatchupDialer {
   /** Sends records through the link (counted, bounded); false when the link dropped. */
   readonly #sendRecords: (records: string[]) => boolean;
   #diff: Set<number> | null = null;
+  /** A comparison was asked for while one ran: start it when that one ends. */
+  #again = false;
   #have = new Map<string, { time: string; hash: string }>();
   #haveBytes = 0;
   /** Is a comparison in progress? */
@@ -75,17 +77,30 @@ export class CatchupDialer {
   }
 
   /**
-   * Starts a comparison: sends the digest root, unless one is in progress. Two at once
-   * would each get its own `BUCKETS`, `DIFF` and `HAVE` lists, and the first `HAVE-END`
-   * would end both: the other's lists would then come "without DIFF" and drop the link (a
-   * neighbor's request to compare can land in the moment between a link's handshake and
-   * its own first comparison).
+   * Starts a comparison: sends the digest root; while one is in progress, another starts
+   * as soon as it ends. Two at once would each get their own `BUCKETS`, `DIFF` and `HAVE`
+   * lists, and the first `HAVE-END` would end both: the other's lists would then come
+   * "without DIFF" and drop the link (a neighbor's request to compare can land in the
+   * moment between a link's handshake and its own first comparison). Deferred rather than
+   * dropped: the request may come from a change the running comparison has not seen.
    */
   sum(): void {
-    if (this.syncing) return;
+    if (this.syncing) {
+      this.#again = true;
+      return;
+    }
     this.syncing = true;
     this.lastSum = Date.now();
     this.#wire.send({ kind: "sum", root: this.#store.digest.root() });
+  }
+
+  /** The comparison in progress ended: start the one asked for meanwhile, if any. */
+  #ended(): void {
+    this.syncing = false;
+    if (this.#again) {
+      this.#again = false;
+      this.sum();
+    }
   }
 
   /**
@@ -99,7 +114,7 @@ export class CatchupDialer {
   ): Promise<string | null> {
     switch (msg.kind) {
       case "same":
-        this.syncing = false;
+        this.#ended();
         return null;
       case "buckets":
         return this.#askDiff(msg.digest);
@@ -126,7 +141,7 @@ export class CatchupDialer {
     }
     if (buckets.size === 0) {
       this.#wire.send({ kind: "synced", count: 0 });
-      this.syncing = false;
+      this.#ended();
       return null;
     }
     this.#diff = buckets;
@@ -192,7 +207,7 @@ export class CatchupDialer {
       stats.syncRecordsSent += part.length;
     }
     this.#wire.send({ kind: "synced", count: sent });
-    this.syncing = false;
+    this.#ended();
     return sent;
   }
 }

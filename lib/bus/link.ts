@@ -259,8 +259,10 @@ export class Link {
       { entries: settings.maxHaveEntries, bytes: settings.maxHaveBytes },
       settings.maxOutboxBytes,
     );
-    this.#catchup = catchup;
+    // Comparisons start once the store is loaded: a digest of a half-loaded store would
+    // leave out what is not loaded yet (and `syncSoon`/`idleSync` wait for `#catchup`).
     await store.loaded;
+    this.#catchup = catchup;
     catchup.sum();
     for (;;) {
       let msg;
