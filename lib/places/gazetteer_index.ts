@@ -283,8 +283,9 @@ export function boxNearest(
   );
   const coords = index.coords;
   // The nearest `keep` so far, ascending; one more than asked for, to see a tie at the cut.
+  // Plain arrays: a Float64Array this size has its own backing store, which cost 2 us a query.
   const keep = Math.min(max + 1, candidates.length);
-  const dists = new Float64Array(keep);
+  const dists = new Array<number>(keep);
   const ids = new Array<number>(keep);
   let held = 0;
   for (let c = 0; c < candidates.length; c++) {
