@@ -219,8 +219,8 @@ function haverSin(theta: number): number {
  *
  * Why: `around` was a third of an offline WHATSAT's CPU (its haversines, its heap, one object
  * per place and kd-tree node it visits). At the 200 cities of `bench/whatsat.ts` (10 km, 20
- * places), in one process on this project's machine: `around` 18.6 us a query, the box search
- * 2.1 us; `GazetteerIndex.nearby()`, results built, 30 us of CPU before, 5.3 to 7.2 us after.
+ * places), CPU time in one process on this project's machine: `around` 19 to 23 us a query,
+ * this 2.2 to 2.5 us; `GazetteerIndex.nearby()`, results built, 30 us before, 5.3 to 7.2 us.
  */
 export function nearestPositions(
   index: KDBush,
