@@ -121,6 +121,38 @@ Deno.test("utf8ByteString output is a byte string equal to TextEncoder's bytes (
   );
 });
 
+Deno.test("utf8ByteString gives TextEncoder's bytes for any UTF-16, lone surrogates and long ASCII stretches included (property)", () => {
+  // Mostly ASCII with a few runs of anything (lone surrogates become U+FFFD, as TextEncoder
+  // makes them), the shape of a places answer with a few accented names.
+  const unit = fc.oneof(
+    { weight: 8, arbitrary: fc.integer({ min: 0, max: 0x7f }) },
+    { weight: 1, arbitrary: fc.integer({ min: 0x80, max: 0xffff }) },
+    { weight: 1, arbitrary: fc.integer({ min: 0xd800, max: 0xdfff }) },
+  ).map((code) => String.fromCharCode(code));
+  const text = fc.oneof(
+    fc.string({ unit, maxLength: 60 }),
+    fc.string({ unit: "binary", maxLength: 30 }),
+    fc.tuple(
+      fc.string({ unit: "grapheme-ascii", minLength: 500, maxLength: 3_000 }),
+      fc.string({ unit, maxLength: 10 }),
+    ).map(([ascii, rest]) => ascii + rest + ascii),
+  );
+  fc.assert(
+    fc.property(text, (text) => {
+      assert.equal(
+        utf8ByteString(text),
+        bytesToString(new TextEncoder().encode(text)),
+      );
+    }),
+    { numRuns: 1_000 },
+  );
+  assert.equal(utf8ByteString("a\ud800b\udc00"), "a\xef\xbf\xbdb\xef\xbf\xbd");
+  assert.equal(
+    utf8ByteString("\udbff\udfff\u07ff"),
+    "\xf4\x8f\xbf\xbf\xdf\xbf",
+  );
+});
+
 Deno.test("decodeUtf8 inverts utf8ByteString for any well-formed text (property)", () => {
   fc.assert(
     fc.property(fc.string({ unit: "grapheme", maxLength: 40 }), (text) => {
