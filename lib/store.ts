@@ -276,14 +276,27 @@ export class Store {
 
   /** The latest AT line of `client`, if known. */
   get(client: string): string | undefined {
-    const t = this.#table;
-    const i = t.find(
+    const i = this.indexOf(client);
+    return i < 0 ? undefined : this.#table.lineAt(i);
+  }
+
+  /**
+   * Where `client`'s record sits, or -1: a position from 0 to `size - 1`, never reused or
+   * moved (clients are never removed), so callers may mark positions (catch-up does).
+   */
+  indexOf(client: string): number {
+    const i = this.#table.find(
       clientHash(client, 0, client.length),
       client,
       0,
       client.length,
     );
-    return i < 0 ? undefined : t.lineAt(i);
+    return i < 0 ? -1 : i;
+  }
+
+  /** The latest AT line at position `index` (`indexOf`). */
+  lineAt(index: number): string {
+    return this.#table.lineAt(index);
   }
 
   /**
@@ -398,11 +411,15 @@ export class Store {
     return this.#congestion;
   }
 
-  /** Every record whose client falls in one of `buckets`. */
-  recordsIn(buckets: Set<number>): string[] {
+  /**
+   * Every record whose client falls in one of `buckets`, but those at a position marked in
+   * `skip` (`skip[indexOf(client)] === 1`; positions past its end are not skipped).
+   */
+  recordsIn(buckets: Set<number>, skip?: Uint8Array): string[] {
     const t = this.#table;
     const out: string[] = [];
     for (let i = 0; i < t.size; i++) {
+      if (skip !== undefined && skip[i] === 1) continue;
       if (buckets.has(t.hashAt(i) & (BUCKETS - 1))) out.push(t.lineAt(i));
     }
     return out;

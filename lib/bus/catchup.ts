@@ -51,7 +51,15 @@ export class CatchupDialer {
   #diff: Set<number> | null = null;
   /** A comparison was asked for while one ran: start it when that one ends. */
   #again = false;
-  #have = new Map<string, { time: string; hash: string }>();
+  /**
+   * The positions (`CatchupStore.indexOf`) of our records that the peer's `HAVE` lists show
+   * it holds as they are or newer: those are not sent. Marked as the lists arrive, so the
+   * lists themselves are never kept: for a peer holding 1,000,000 clients, a map of its
+   * entries was 1,000,000 objects and kept every `HAVE` frame's text alive, and the garbage
+   * collector took 38 % of a catch-up's CPU (`bench/catchup.ts` under `--cpu-prof`).
+   */
+  #covered = new Uint8Array(0);
+  #haveEntries = 0;
   #haveBytes = 0;
   /** Is a comparison in progress? */
   syncing = false;
@@ -145,7 +153,10 @@ export class CatchupDialer {
       return null;
     }
     this.#diff = buckets;
-    this.#have = new Map();
+    // Clients first seen after this moment sit past its end: never marked, so sent (the
+    // flood sends them too; the peer keeps the newest either way).
+    this.#covered = new Uint8Array(this.#store.size);
+    this.#haveEntries = 0;
     this.#haveBytes = 0;
     this.#wire.send({
       kind: "diff",
@@ -156,12 +167,23 @@ export class CatchupDialer {
 
   #takeHave(entries: HaveEntry[]): string | null {
     if (this.#diff === null) return "HAVE without DIFF";
-    if (this.#have.size + entries.length > this.#maxHave) {
+    this.#haveEntries += entries.length;
+    if (this.#haveEntries > this.#maxHave) {
       return `HAVE lists over ${this.#maxHave} entries`;
     }
+    const store = this.#store;
+    const covered = this.#covered;
     for (const e of entries) {
       this.#haveBytes += e.client.length + e.time.length + e.hash.length;
-      this.#have.set(e.client, { time: e.time, hash: e.hash });
+      const i = store.indexOf(e.client);
+      if (i < 0 || i >= covered.length) continue;
+      // Not sent when the peer holds it at a later time, or at the same time with the
+      // same bytes (at the same time with other bytes, the peer applies the tie-break).
+      const line = store.lineAt(i);
+      const byTime = compareTimeText(timeOf(line), e.time);
+      if (byTime < 0 || (byTime === 0 && lineHash(line) === e.hash)) {
+        covered[i] = 1;
+      }
     }
     if (this.#haveBytes > this.#maxHaveBytes) {
       return `HAVE lists over ${this.#maxHaveBytes} bytes`;
@@ -176,16 +198,14 @@ export class CatchupDialer {
    */
   async #pushDiff(stats: FloodStats): Promise<number | null> {
     const buckets = this.#diff ?? new Set<number>();
-    const have = this.#have;
+    const covered = this.#covered;
     this.#diff = null;
-    this.#have = new Map();
+    this.#covered = new Uint8Array(0);
+    this.#haveEntries = 0;
     this.#haveBytes = 0;
-    const records = this.#store.recordsIn(buckets).filter((line) => {
-      const theirs = have.get(clientOf(line));
-      if (theirs === undefined) return true;
-      const byTime = compareTimeText(timeOf(line), theirs.time);
-      return byTime > 0 || (byTime === 0 && lineHash(line) !== theirs.hash);
-    });
+    // A record replaced since it was marked was replaced by a newer one, which the flood
+    // sends on this link (unless it came from this peer, which then holds it).
+    const records = this.#store.recordsIn(buckets, covered);
     stats.syncs++;
     const piece = this.#piece;
     let sent = 0;

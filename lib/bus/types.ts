@@ -99,7 +99,14 @@ export interface CatchupStore {
     differing(encoded: string): Set<number> | null;
     readonly counts: Uint32Array;
   };
-  recordsIn(buckets: Set<number>): string[];
+  /** Records in `buckets`, but those at positions marked in `skip`. */
+  recordsIn(buckets: Set<number>, skip?: Uint8Array): string[];
+  /** Clients held; positions run from 0 to `size - 1`. */
+  readonly size: number;
+  /** A client's position, or -1. */
+  indexOf(client: string): number;
+  /** The record at a position. */
+  lineAt(index: number): string;
   readonly loaded: Promise<void>;
 }
 
