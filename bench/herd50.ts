@@ -19,22 +19,11 @@ import { setImmediate } from "node:timers";
 import { HerdNode } from "../lib/node.ts";
 import { makeTopology, StubPlaces } from "../tests/helpers.ts";
 import { result } from "./common.ts";
+import { rng } from "../tests/random.ts";
 
 const N = Number(Deno.env.get("BENCH_HERD50_NODES") ?? 50);
 const DEGREE = Number(Deno.env.get("BENCH_HERD50_DEGREE") ?? 3);
 const SAMPLES = Number(Deno.env.get("BENCH_HERD50_SAMPLES") ?? 200);
-
-/** A small seeded generator (mulberry32). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Eccentricities by breadth-first search: the hops from `from` to every node. */
 function hops(adj: number[][], from: number): number[] {
@@ -96,7 +85,7 @@ function pct(sorted: number[], p: number): number {
 }
 
 const benchDeadline = performance.now() + 120_000;
-const { links, adj } = regularGraph(N, DEGREE, seeded(42));
+const { links, adj } = regularGraph(N, DEGREE, rng(42));
 const names = Array.from(
   { length: N },
   (_, i) => `N${String(i).padStart(2, "0")}`,

@@ -549,32 +549,12 @@ async function memoryUsage(): Promise<string> {
  * WebSocket) and prints the constructors holding the most bytes (self size).
  */
 async function heapSummary(label: string): Promise<void> {
-  const list = await (await fetch(`http://127.0.0.1:${INSPECT}/json/list`))
-    .json();
-  const ws = new WebSocket(list[0].webSocketDebuggerUrl);
-  await new Promise((r, j) => {
-    ws.onopen = r;
-    ws.onerror = j;
-  });
   const chunks: string[] = [];
-  const done = new Promise<void>((resolve) => {
-    ws.onmessage = (m) => {
-      const msg = JSON.parse(m.data);
-      if (msg.method === "HeapProfiler.addHeapSnapshotChunk") {
-        chunks.push(msg.params.chunk);
-      }
-      if (msg.id === 1) resolve();
-    };
+  await devtools("HeapProfiler.takeHeapSnapshot", {}, (msg) => {
+    if (msg.method === "HeapProfiler.addHeapSnapshotChunk") {
+      chunks.push(msg.params.chunk);
+    }
   });
-  ws.send(
-    JSON.stringify({
-      id: 1,
-      method: "HeapProfiler.takeHeapSnapshot",
-      params: {},
-    }),
-  );
-  await within(done, 120_000, "heap snapshot");
-  ws.close();
   const snap = JSON.parse(chunks.join(""));
   const fields: string[] = snap.snapshot.meta.node_fields;
   const types: string[] = snap.snapshot.meta.node_types[0];

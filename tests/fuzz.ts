@@ -11,6 +11,7 @@
  */
 
 import { parseCommand } from "../lib/protocol.ts";
+import { rng } from "./random.ts";
 
 /** What the node must answer to one line. */
 export type Expect =
@@ -24,18 +25,6 @@ export type Expect =
 export interface FuzzLine {
   text: string;
   expect: Expect;
-}
-
-/** A small seeded PRNG (mulberry32): the same seed gives the same lines. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 const BLANKS = [" ", "\t", "\v", "\f", "\r", "  "];

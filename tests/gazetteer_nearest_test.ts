@@ -17,23 +17,12 @@ import {
   imageFromPackage,
   readPackage,
 } from "../lib/places/gazetteer_source.ts";
+import { rng } from "./random.ts";
 
 const CITIES = cities as { loc: { coordinates: [number, number] } }[];
 const REAL = KDBush.from(
   openCacheImage(imageFromPackage(await readPackage(), "test"), "test").index,
 );
-
-/** A seeded generator (mulberry32), so the synthetic index is the same every run. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Where the synthetic places cluster: [lng, lat] of each cluster's centre. */
 const CENTRES: [number, number][] = [
@@ -47,7 +36,7 @@ const CENTRES: [number, number][] = [
 
 /** About 24,000 places around CENTRES, with stacks of identical points and a fine grid. */
 function syntheticIndex(): { index: KDBush; points: [number, number][] } {
-  const random = seeded(7);
+  const random = rng(7);
   const points: [number, number][] = [];
   const clamp = (lng: number, lat: number): [number, number] => [
     Math.max(-180, Math.min(180, lng)),
