@@ -44,6 +44,7 @@ import {
   newStats,
   type PeerCounters,
 } from "./bus/types.ts";
+import { withDefaults } from "./defaults.ts";
 import type { NodeLog } from "./log.ts";
 import type { Store } from "./store.ts";
 import type { ServerSpec } from "./topology.ts";
@@ -102,11 +103,7 @@ export class Flood {
 
   constructor(opts: FloodOptions) {
     this.#o = opts;
-    // Defaults with `??`: an option passed as undefined still gets its default.
-    const s = { ...busDefaults };
-    for (const k of Object.keys(busDefaults) as (keyof BusSettings)[]) {
-      s[k] = opts[k] ?? busDefaults[k];
-    }
+    const s = withDefaults(busDefaults, opts);
     this.#settings = s;
     this.#nodes = new Set(opts.nodes);
     this.#keys = importSecret(opts.secret);

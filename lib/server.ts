@@ -29,6 +29,7 @@
 
 import { acceptEach } from "./accept.ts";
 import { stringToBytes } from "./bytes.ts";
+import { withDefaults } from "./defaults.ts";
 import { Gate } from "./gate.ts";
 import { LineFramer } from "./lines.ts";
 import type { NodeLog } from "./log.ts";
@@ -355,12 +356,7 @@ export class Server {
 
   constructor(opts: ServerOptions) {
     this.#opts = opts;
-    // `??` per bound, not a spread of defaults: a caller passing `maxLineBytes: undefined`
-    // must get the default, not an unlimited line.
-    const b = { ...SERVER_DEFAULTS };
-    for (const k of Object.keys(b) as (keyof typeof SERVER_DEFAULTS)[]) {
-      b[k] = opts[k] ?? SERVER_DEFAULTS[k];
-    }
+    const b = withDefaults(SERVER_DEFAULTS, opts);
     this.#b = b;
     this.#pool = new ReadPool(b.poolBufferBytes, b.poolBuffers);
   }

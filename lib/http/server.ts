@@ -19,6 +19,7 @@
  */
 
 import { resolve } from "node:path";
+import { withDefaults } from "../defaults.ts";
 import type { NodeLog } from "../log.ts";
 import { Assets } from "./assets.ts";
 import { type FrontStats, HttpFront } from "./front.ts";
@@ -112,19 +113,7 @@ export class HttpFace {
   rejected = 0;
 
   constructor(opts: HttpFaceOptions) {
-    this.#o = {
-      ...opts,
-      maxBodyBytes: opts.maxBodyBytes ?? HTTP_DEFAULTS.maxBodyBytes,
-      bodyTimeoutMs: opts.bodyTimeoutMs ?? HTTP_DEFAULTS.bodyTimeoutMs,
-      maxInflight: opts.maxInflight ?? HTTP_DEFAULTS.maxInflight,
-      wsIdleTimeoutS: opts.wsIdleTimeoutS ?? HTTP_DEFAULTS.wsIdleTimeoutS,
-      loadWaitMs: opts.loadWaitMs ?? HTTP_DEFAULTS.loadWaitMs,
-      maxConnections: opts.maxConnections ?? HTTP_DEFAULTS.maxConnections,
-      headerTimeoutMs: opts.headerTimeoutMs ?? HTTP_DEFAULTS.headerTimeoutMs,
-      maxHeaderBytes: opts.maxHeaderBytes ?? HTTP_DEFAULTS.maxHeaderBytes,
-      idleTimeoutMs: opts.idleTimeoutMs ?? HTTP_DEFAULTS.idleTimeoutMs,
-      stopGraceMs: opts.stopGraceMs ?? HTTP_DEFAULTS.stopGraceMs,
-    };
+    this.#o = { ...opts, ...withDefaults(HTTP_DEFAULTS, opts) };
     // Deno pings a WebSocket after `wsIdleTimeoutS / 2` of silence: an idle timeout of at
     // least `wsIdleTimeoutS` always sees that ping (and its pong) first.
     this.#o.idleTimeoutMs = Math.max(

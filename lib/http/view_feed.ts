@@ -12,6 +12,7 @@
  * @module
  */
 
+import { withDefaults } from "../defaults.ts";
 import type { NodeLog } from "../log.ts";
 import { clientOf } from "../record.ts";
 import { recordFields } from "./api.ts";
@@ -54,16 +55,7 @@ export class ViewFeed {
   constructor(api: HttpApi, opts: ViewFeedOptions = {}) {
     this.#api = api;
     this.#log = opts.log;
-    this.#o = {
-      tickMs: opts.tickMs ?? VIEW_DEFAULTS.tickMs,
-      maxViews: opts.maxViews ?? VIEW_DEFAULTS.maxViews,
-      maxInitialClients: opts.maxInitialClients ??
-        VIEW_DEFAULTS.maxInitialClients,
-      maxChangesPerTick: opts.maxChangesPerTick ??
-        VIEW_DEFAULTS.maxChangesPerTick,
-      maxBufferedBytes: opts.maxBufferedBytes ??
-        VIEW_DEFAULTS.maxBufferedBytes,
-    };
+    this.#o = withDefaults(VIEW_DEFAULTS, opts);
   }
 
   /** Open views. */

@@ -23,6 +23,7 @@
  * @module
  */
 
+import { withDefaults } from "../defaults.ts";
 import type { NodeLog } from "../log.ts";
 import { distanceKm, parseLocation } from "../location.ts";
 import { clientOf } from "../record.ts";
@@ -96,15 +97,7 @@ export class Watchers {
   messages = 0;
 
   constructor(opts: WatchOptions) {
-    this.#o = {
-      maxWatchers: opts.maxWatchers ?? WATCH_DEFAULTS.maxWatchers,
-      maxBufferedBytes: opts.maxBufferedBytes ??
-        WATCH_DEFAULTS.maxBufferedBytes,
-      cellDegrees: opts.cellDegrees ?? WATCH_DEFAULTS.cellDegrees,
-      maxCellsPerWatcher: opts.maxCellsPerWatcher ??
-        WATCH_DEFAULTS.maxCellsPerWatcher,
-      maxRadiusKm: opts.maxRadiusKm ?? WATCH_DEFAULTS.maxRadiusKm,
-    };
+    this.#o = withDefaults(WATCH_DEFAULTS, opts);
     this.#log = opts.log;
     this.#cols = Math.ceil(360 / this.#o.cellDegrees);
   }
