@@ -469,11 +469,10 @@ export class HerdNode {
   }
 
   /** Offers a client's record; an accepted one is relayed and watched. */
-  #accept(line: string, client: string): boolean {
-    if (!this.#store.offer(line, client)) return false;
+  #accept(line: string, client: string): void {
+    if (!this.#store.offer(line, client)) return;
     this.#flood.publish([line]);
     this.#http?.accepted(line, client);
-    return true;
   }
 
   /** Answers a WHATSAT once the store is loaded. */
