@@ -303,20 +303,32 @@ export class BusChannel {
 
   /**
    * The frames of `items`, length-prefixed, in one buffer: a plain body is written straight
-   * into it (no buffer of its own, no second copy), a sealed one as its ciphertext.
+   * into it (no buffer of its own, no second copy), a sealed one as its ciphertext. In the
+   * call (no promise) unless a frame is too large to seal in the call (`Sealer.sealNow`).
    */
-  static async encode(items: OutItem[]): Promise<Uint8Array> {
-    const parts: (string | Uint8Array)[] = [];
-    let size = 0;
+  static encode(items: OutItem[]): Uint8Array | Promise<Uint8Array> {
+    const parts: (string | Uint8Array | Promise<Uint8Array>)[] = [];
+    let later = false;
     for (const item of items) {
       for (const body of BusChannel.bodies(item)) {
-        const part = item.sealer === null ? body : await item.sealer.seal(
-          stringToBytes(body) as Uint8Array<ArrayBuffer>,
-        );
-        parts.push(part);
-        size += HEADER_BYTES + part.length;
+        if (item.sealer === null) {
+          parts.push(body);
+          continue;
+        }
+        // Sequence numbers are taken in call order, so frames sealed later keep their place.
+        const plain = stringToBytes(body) as Uint8Array<ArrayBuffer>;
+        const now = item.sealer.sealNow(plain);
+        if (now === null) later = true;
+        parts.push(now ?? item.sealer.seal(plain));
       }
     }
+    if (!later) return BusChannel.#join(parts as (string | Uint8Array)[]);
+    return Promise.all(parts).then((done) => BusChannel.#join(done));
+  }
+
+  static #join(parts: (string | Uint8Array)[]): Uint8Array {
+    let size = 0;
+    for (const part of parts) size += HEADER_BYTES + part.length;
     const out = new Uint8Array(size);
     const view = new DataView(out.buffer);
     let off = 0;
@@ -339,7 +351,10 @@ export class BusChannel {
         this.#out = [];
         this.#inflightBytes = this.#outBytes;
         this.#outBytes = 0;
-        const all = await BusChannel.encode(items);
+        // Encoded and handed to the kernel in this turn when nothing needs Web Crypto: a
+        // relay leaves before the commit the same record started (`Store.offer`).
+        const encoded = BusChannel.encode(items);
+        const all = encoded instanceof Uint8Array ? encoded : await encoded;
         await writeAll(this.conn, all);
         this.bytesOut += all.length;
         if (this.#counters) this.#counters.bytesOut += all.length;

@@ -268,18 +268,26 @@ export class Sealer {
    * send them (the sequence number is taken at the call).
    */
   seal(plain: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
-    const seq = this.#seq++;
-    if (plain.length > SYNC_CRYPTO_BYTES) {
-      return crypto.subtle.encrypt(
-        { name: "AES-GCM", iv: ivOf(seq), additionalData: AAD },
-        this.#key.web,
-        plain,
-      ).then((sealed) => new Uint8Array(sealed));
-    }
+    const now = this.sealNow(plain);
+    if (now !== null) return Promise.resolve(now);
+    return crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: ivOf(this.#seq++), additionalData: AAD },
+      this.#key.web,
+      plain,
+    ).then((sealed) => new Uint8Array(sealed));
+  }
+
+  /**
+   * `seal`, in the call, for a frame of at most `SYNC_CRYPTO_BYTES`; null (taking no
+   * sequence number) for a larger one, which `seal` hands to Web Crypto. A channel seals its
+   * relays this way so that they reach the kernel in the turn they were queued.
+   */
+  sealNow(plain: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> | null {
+    if (plain.length > SYNC_CRYPTO_BYTES) return null;
     const c = this.#key.node.createCipheriv(
       "aes-256-gcm",
       this.#key.raw,
-      ivOf(seq, this.#iv),
+      ivOf(this.#seq++, this.#iv),
     );
     c.setAAD(AAD);
     const head = c.update(plain);
@@ -288,7 +296,7 @@ export class Sealer {
     out.set(head, 0);
     out.set(tail, head.length);
     out.set(c.getAuthTag(), head.length + tail.length);
-    return Promise.resolve(out);
+    return out;
   }
 }
 

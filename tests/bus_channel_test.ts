@@ -1,0 +1,107 @@
+/**
+ * `BusChannel.encode`: the bytes a channel hands to the kernel for its queued items. They are
+ * ready in the call (no promise) unless a frame is too large to seal in the call, so a relay
+ * leaves in the turn its record was accepted; either way every frame opens, in order, to the
+ * body it was queued as.
+ */
+
+import assert from "assert";
+import { BusChannel } from "../lib/bus/channel.ts";
+import { formatMessage } from "../lib/bus/codec.ts";
+import { FrameDecoder } from "../lib/bus/frames.ts";
+import {
+  importSecret,
+  type Sealer,
+  session,
+  SYNC_CRYPTO_BYTES,
+} from "../lib/bus/handshake.ts";
+
+const ND = "000102030405060708090a0b0c0d0e0f";
+const NA = "f0e0d0c0b0a090807060504030201000";
+const dec = new TextDecoder();
+
+const rec = (i: number, pad = 0) =>
+  `AT Alford +0.5 client-${i}${
+    "x".repeat(pad)
+  } +34.068930-118.445127 1700000000.${i}`;
+
+function records(lines: string[], sealer: Sealer | null) {
+  let bytes = 0;
+  for (const l of lines) bytes += l.length + 1;
+  return { body: null, records: lines, bytes, sealer };
+}
+
+function control(body: string, sealer: Sealer | null) {
+  return { body, records: [], bytes: body.length + 4, sealer };
+}
+
+/** The frame bodies in `bytes`, in order. */
+function frames(bytes: Uint8Array): Uint8Array[] {
+  const d = new FrameDecoder(1 << 20);
+  const got = d.push(bytes);
+  assert.equal(got.error, null);
+  return got.frames;
+}
+
+Deno.test("a plain channel's frames are encoded in the call, records merged into one frame", () => {
+  const out = BusChannel.encode([
+    control("PING", null),
+    records([rec(1), rec(2)], null),
+  ]);
+  assert.ok(out instanceof Uint8Array, "no promise for plain frames");
+  assert.deepEqual(frames(out).map((f) => dec.decode(f)), [
+    "PING",
+    formatMessage({ kind: "records", records: [rec(1), rec(2)] }),
+  ]);
+});
+
+Deno.test("sealed frames are encoded in the call up to SYNC_CRYPTO_BYTES, later above it, and open in order", async () => {
+  const keys = (await importSecret("correct horse battery staple"))!;
+  const small = [rec(1), rec(2)];
+  // One record whose frame passes the line: its body is over SYNC_CRYPTO_BYTES.
+  const large = [rec(3, SYNC_CRYPTO_BYTES)];
+  const bodies = [
+    formatMessage({ kind: "records", records: small }),
+    formatMessage({ kind: "records", records: large }),
+    formatMessage({ kind: "records", records: [rec(4)] }),
+  ];
+
+  const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
+  const now = BusChannel.encode([records(small, d.sealer)]);
+  assert.ok(now instanceof Uint8Array, "small sealed frames: no promise");
+  const later = BusChannel.encode([
+    records(large, d.sealer),
+    control(bodies[2], d.sealer),
+  ]);
+  assert.ok(
+    later instanceof Promise,
+    "a frame over the line waits for Web Crypto",
+  );
+  assert.equal(d.sealer.seq, 3);
+
+  const a = await session(keys, "acceptor", "Alford", "Ball", ND, NA);
+  const sealed = [...frames(now), ...frames(await later)];
+  assert.equal(sealed.length, 3);
+  for (const [i, f] of sealed.entries()) {
+    const plain = await a.opener.open(f as Uint8Array<ArrayBuffer>);
+    assert.ok(plain !== null, `frame ${i} opens`);
+    assert.equal(dec.decode(plain), bodies[i]);
+  }
+});
+
+Deno.test("sealNow takes no sequence number for a frame it leaves to seal()", async () => {
+  const keys = (await importSecret("correct horse battery staple"))!;
+  const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
+  const big = new Uint8Array(SYNC_CRYPTO_BYTES + 1).fill(66);
+  assert.equal(d.sealer.sealNow(big), null);
+  assert.equal(d.sealer.seq, 0);
+  const first = await d.sealer.seal(big);
+  const second = d.sealer.sealNow(new Uint8Array(SYNC_CRYPTO_BYTES));
+  assert.ok(second !== null);
+  const a = await session(keys, "acceptor", "Alford", "Ball", ND, NA);
+  assert.deepEqual(await a.opener.open(first), big);
+  assert.deepEqual(
+    await a.opener.open(second),
+    new Uint8Array(SYNC_CRYPTO_BYTES),
+  );
+});
