@@ -327,12 +327,9 @@ export class Store {
     if (this.#pendingGate === null) this.#pendingGate = new Gate();
     if (!lazy) this.#urge();
     if (this.#committing === null) {
-      // Two microtask hops, not one: the node relays an accepted record in a microtask it
-      // queues right after this offer (`BusChannel`), and that frame should reach the
-      // kernel before this commit's preparation and KV call (~0.1 ms) run, not after.
-      this.#committing = Promise.resolve().then(() => {}).then(() =>
-        this.#commitLoop()
-      );
+      // In a microtask, so that the records accepted in this turn commit together. Their
+      // relays are already on their way: `BusChannel` writes to an idle link in the call.
+      this.#committing = Promise.resolve().then(() => this.#commitLoop());
     }
     return true;
   }

@@ -105,3 +105,54 @@ Deno.test("sealNow takes no sequence number for a frame it leaves to seal()", as
     new Uint8Array(SYNC_CRYPTO_BYTES),
   );
 });
+
+/** Two channels over a loopback connection, both past the handshake on an open bus. */
+async function pair(): Promise<
+  { a: BusChannel; b: BusChannel; close(): void }
+> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [dialed, accepted] = await Promise.all([
+    Deno.connect({
+      hostname: "127.0.0.1",
+      port: (listener.addr as Deno.NetAddr).port,
+    }),
+    listener.accept(),
+  ]);
+  listener.close();
+  const limits = {
+    handshakeFrameBytes: 16 * 1024,
+    frameBytes: 1 << 20,
+    maxOutboxBytes: 1 << 20,
+  };
+  const a = new BusChannel(dialed, limits);
+  const b = new BusChannel(accepted, limits);
+  a.trust(null);
+  b.trust(null);
+  return {
+    a,
+    b,
+    close() {
+      a.close();
+      b.close();
+    },
+  };
+}
+
+Deno.test("a record that finds the link idle leaves alone at once; those queued behind it leave together", async () => {
+  const { a, b, close } = await pair();
+  try {
+    // One turn: the first is written in the call, the next two wait for that write.
+    assert.ok(a.sendRecords([rec(1)]));
+    assert.ok(a.sendRecords([rec(2)]));
+    assert.ok(a.sendRecords([rec(3)]));
+    const got: string[][] = [];
+    for (let i = 0; i < 10 && got.flat().length < 3; i++) {
+      const msg = await b.next(5000);
+      assert.ok(msg !== null && msg.kind === "records");
+      got.push(msg.records);
+    }
+    assert.deepEqual(got, [[rec(1)], [rec(2), rec(3)]]);
+  } finally {
+    close();
+  }
+});
