@@ -8,13 +8,12 @@
  *   the owner has consumed what it holds: a peer that sends faster than the node offers its
  *   records waits in TCP, not in memory.
  * - Out: a bounded outbox. A message that finds the connection idle is encoded and handed to
- *   the kernel in the call, so a relay leaves before anything else its record sets off (the
- *   node's log line, the store's commit, the next read); messages queued while a write is in
- *   flight leave together in the next one, records merged into `RECORDS` frames (up to
- *   `FLUSH_BYTES` a frame), each frame sealed in order. Against a flush once per microtask
- *   turn, measured on five-node herds: the same CPU per record under load, and propagation
- *   p50 over two hops at idle 3.02 -> 2.71 ms (three alternating runs of each on a busy
- *   machine). The bound
+ *   the kernel in the call, so a relay leaves before what its record sets off after it (the
+ *   store's commit, the next read); messages queued while a write is in flight leave
+ *   together in the next one, records merged into `RECORDS` frames (up to `FLUSH_BYTES` a
+ *   frame), each frame sealed in order. Against a flush once per microtask turn, measured on
+ *   five-node herds: the same CPU per record under load, and propagation p50 over two hops
+ *   at idle 3.02 -> 2.71 ms (three alternating runs of each on a busy machine). The bound
  *   counts every byte not yet handed to the kernel, the write in progress included, so a
  *   neighbor that stops reading costs at most `maxOutboxBytes`. Control messages (handshake,
  *   digests) may pass the bound: they are few and small, and refusing them would stall
