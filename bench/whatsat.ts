@@ -7,7 +7,11 @@
  * (3 s after its first answer), then WHATSATs answered per second (10 connections x 8 in
  * flight for `BENCH_WHATSAT_SECONDS`, default 5) with their latency p50 and p99, the node's
  * CPU time per WHATSAT (all its threads, from `/proc`: the figure that the other jobs on a
- * shared machine disturb least), and the RSS right after that load and 3 s later.
+ * shared machine disturb least), and the RSS right after that load and 3 s later. A third
+ * start runs the same load with the places answer cache off (`PLACES_CACHE_ENTRIES=0`) and
+ * gives the same four figures prefixed `uncached_`: what questions never asked before cost.
+ * (With `--cpu-prof`, the node writes one profile per start: the second is the cached load,
+ * the third the uncached one.)
  *
  * `BENCH_WHATSAT_ROOTS` (comma-separated checkout directories, default this one) runs the
  * same measurement against each checkout in turn, so a before/after comparison comes from one
