@@ -9,7 +9,13 @@
 import assert from "assert";
 import type { HerdNode } from "../lib/node.ts";
 import { offlineCacheKey } from "../lib/places/gazetteer.ts";
-import { createPlaces, type PlacesConfig } from "../lib/places/mod.ts";
+import {
+  createPlaces,
+  PLACES_DEFAULTS,
+  type PlacesConfig,
+  PlacesConfigError,
+  placesConfigFromEnv,
+} from "../lib/places/mod.ts";
 import {
   exchange,
   fixedClock,
@@ -165,4 +171,40 @@ Deno.test("offline cache: cacheMaxEntries 0 keeps nothing", async () => {
   assert.equal(stat(places, "cacheBytes"), 0);
   assert.equal(stat(places, "cacheHits"), 0);
   assert.equal(stat(places, "cacheMaxEntries"), 0);
+});
+
+Deno.test("PLACES_CACHE_ENTRIES sets cacheMaxEntries (0 turns the cache off); anything else is a one-line PlacesConfigError", () => {
+  assert.equal(
+    placesConfigFromEnv({ PLACES_CACHE_ENTRIES: "0" }).config.cacheMaxEntries,
+    0,
+  );
+  assert.equal(
+    placesConfigFromEnv({ PLACES_CACHE_ENTRIES: "2048" }).config
+      .cacheMaxEntries,
+    2048,
+  );
+  assert.equal(
+    placesConfigFromEnv({ PLACES_CACHE_ENTRIES: "" }).config.cacheMaxEntries,
+    undefined,
+  );
+  const off = createPlaces(
+    placesConfigFromEnv({ PLACES_CACHE_ENTRIES: "0" }).config,
+  );
+  assert.equal(off.stats().cacheMaxEntries, 0);
+  off.close();
+  const on = createPlaces(placesConfigFromEnv({}).config);
+  assert.equal(
+    on.stats().cacheMaxEntries,
+    PLACES_DEFAULTS.offlineCacheMaxEntries,
+  );
+  on.close();
+  for (const value of ["-1", "1.5", "lots", "1e3"]) {
+    assert.throws(
+      () => placesConfigFromEnv({ PLACES_CACHE_ENTRIES: value }),
+      (e: unknown) =>
+        e instanceof PlacesConfigError &&
+        e.variable === "PLACES_CACHE_ENTRIES" && !e.message.includes("\n"),
+      value,
+    );
+  }
 });
