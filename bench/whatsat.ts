@@ -7,7 +7,11 @@
  * (3 s after its first answer), then WHATSATs answered per second (10 connections x 8 in
  * flight for `BENCH_WHATSAT_SECONDS`, default 5) with their latency p50 and p99, the node's
  * CPU time per WHATSAT (all its threads, from `/proc`: the figure that the other jobs on a
- * shared machine disturb least), and the RSS right after that load and 3 s later.
+ * shared machine disturb least), and the RSS right after that load and 3 s later. A third
+ * start runs the same load with the places answer cache off (`PLACES_CACHE_ENTRIES=0`) and
+ * gives the same four figures prefixed `uncached_`: what questions never asked before cost.
+ * (With `--cpu-prof`, the node writes one profile per start: the second is the cached load,
+ * the third the uncached one.)
  *
  * `BENCH_WHATSAT_ROOTS` (comma-separated checkout directories, default this one) runs the
  * same measurement against each checkout in turn, so a before/after comparison comes from one
@@ -157,6 +161,33 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
 
+/** WHATSATs from every connection for `SECONDS`: the rate, latency and node CPU. */
+async function load(
+  port: number,
+  pid: number,
+): Promise<Record<string, number>> {
+  const latencies: number[] = [];
+  const cpuBefore = (processCpuMs(pid) ?? 0) / 1000;
+  const began = performance.now();
+  const until = began + SECONDS * 1000;
+  const counts = await Promise.all(
+    Array.from(
+      { length: CONNS },
+      (_, c) => loadOne(port, c, until, latencies),
+    ),
+  );
+  const elapsed = (performance.now() - began) / 1000;
+  const cpu = (processCpuMs(pid) ?? 0) / 1000 - cpuBefore;
+  const total = counts.reduce((a, b) => a + b, 0);
+  latencies.sort((a, b) => a - b);
+  return {
+    whatsat_per_s: Math.round(total / elapsed),
+    whatsat_p50_ms: Number(percentile(latencies, 0.5).toFixed(2)),
+    whatsat_p99_ms: Number(percentile(latencies, 0.99).toFixed(2)),
+    node_cpu_us_per_whatsat: Math.round((cpu / total) * 1e6),
+  };
+}
+
 async function measure(root: string): Promise<Record<string, number | string>> {
   const dir = await Deno.makeTempDir({ prefix: "herd-bench-whatsat-" });
   const [port, peerPort] = freePorts(2);
@@ -169,7 +200,7 @@ async function measure(root: string): Promise<Record<string, number | string>> {
       },
     }),
   );
-  const spawn = () =>
+  const spawn = (env: Record<string, string> = {}) =>
     new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -184,7 +215,7 @@ async function measure(root: string): Promise<Record<string, number | string>> {
         `${dir}/data`,
       ],
       cwd: root,
-      env: { PLACES_PROVIDER: "offline" },
+      env: { PLACES_PROVIDER: "offline", ...env },
       stdout: "null",
       stderr: "inherit",
       stdin: "null",
@@ -233,34 +264,31 @@ async function measure(root: string): Promise<Record<string, number | string>> {
       await sleep(3000);
       const restingRss = rssMb(child.pid);
 
-      const latencies: number[] = [];
-      const cpuBefore = (processCpuMs(child.pid) ?? 0) / 1000;
-      const began = performance.now();
-      const until = began + SECONDS * 1000;
-      const counts = await Promise.all(
-        Array.from(
-          { length: CONNS },
-          (_, c) => loadOne(port, c, until, latencies),
-        ),
-      );
-      const elapsed = (performance.now() - began) / 1000;
-      const cpu = (processCpuMs(child.pid) ?? 0) / 1000 - cpuBefore;
-      const total = counts.reduce((a, b) => a + b, 0);
-      latencies.sort((a, b) => a - b);
+      const cached = await load(port, child.pid);
       const peakRss = rssMb(child.pid);
       await sleep(3000);
+      const restedAgainRss = rssMb(child.pid);
+      await stop(child);
+      // Third start: the same load with the answer cache off (a checkout without one
+      // ignores the variable), so the rate of answers computed every time is shown too.
+      child = spawn({ PLACES_CACHE_ENTRIES: "0" });
+      const warmConn = await connect(port);
+      await exchange(warmConn, "WHATSAT bench-0 10 20\n", 1, "\n\n");
+      warmConn.close();
+      await sleep(1000);
+      const uncached = await load(port, child.pid);
       return {
         root,
-        whatsat_per_s: Math.round(total / elapsed),
-        whatsat_p50_ms: Number(percentile(latencies, 0.5).toFixed(2)),
-        whatsat_p99_ms: Number(percentile(latencies, 0.99).toFixed(2)),
-        node_cpu_us_per_whatsat: Math.round((cpu / total) * 1e6),
+        ...cached,
+        ...Object.fromEntries(
+          Object.entries(uncached).map(([k, v]) => [`uncached_${k}`, v]),
+        ),
         cold_first_whatsat_ms: Math.round(coldFirstMs),
         cold_resting_rss_mb: coldRss,
         first_whatsat_ms: Math.round(firstWhatsatMs),
         resting_rss_mb: restingRss,
         after_load_rss_mb: peakRss,
-        rested_again_rss_mb: rssMb(child.pid),
+        rested_again_rss_mb: restedAgainRss,
       };
     } finally {
       await stop(child);

@@ -45,7 +45,7 @@ export const USAGE =
                      (with DENO_KV_ACCESS_TOKEN)
 
 environment: PLACES_API_KEY, PLACES_URL, PLACES_PROVIDER (google | google-new | offline),
-             HERD_SECRET, DENO_KV_ACCESS_TOKEN`;
+             PLACES_CACHE_ENTRIES (answers kept; 0: none), HERD_SECRET, DENO_KV_ACCESS_TOKEN`;
 
 const flagSchema = z.object({
   name: z.string({ error: "--name is required" }).min(1, "--name is empty"),
@@ -95,6 +95,7 @@ export const ENV_VARS = [
   "PLACES_API_KEY",
   "PLACES_URL",
   "PLACES_PROVIDER",
+  "PLACES_CACHE_ENTRIES",
   "HERD_SECRET",
   "DENO_KV_ACCESS_TOKEN",
 ] as const;

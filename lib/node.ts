@@ -25,7 +25,7 @@
  * @module
  */
 
-import { utf8ByteString } from "./bytes.ts";
+import { utf8ByteString, writeByteString } from "./bytes.ts";
 import { type Clock, formatSkew, systemClock } from "./clock.ts";
 import { BusListener } from "./bus/listener.ts";
 import type { BusSettings } from "./bus/types.ts";
@@ -53,7 +53,13 @@ import {
 } from "./protocol.ts";
 import { clientOf, formatAt } from "./record.ts";
 import type { Gate } from "./gate.ts";
-import { Server, SERVER_DEFAULTS, type Session } from "./server.ts";
+import {
+  type EncodedReply,
+  type ReplyText,
+  Server,
+  SERVER_DEFAULTS,
+  type Session,
+} from "./server.ts";
 import { Store, type StoreOptions } from "./store.ts";
 import type { Topology } from "./topology.ts";
 
@@ -119,6 +125,14 @@ export class HerdNode {
   #started = false;
   #warmTimer: ReturnType<typeof setTimeout> | undefined;
   #stopping: Promise<void> | null = null;
+  /**
+   * The encoded end of a WHATSAT reply (the places JSON in UTF-8 and the empty line) by
+   * answer, for answers a provider froze: a frozen answer never changes and is shared by
+   * every caller that asks the same (the offline gazetteer's cache), so it is rendered and
+   * encoded once, and a repeated question costs a lookup and a copy. Weak: an entry lives as
+   * long as the provider keeps the answer, so the provider's bounds are its bounds.
+   */
+  readonly #rendered = new WeakMap<PlacesAnswer, Uint8Array>();
 
   constructor(config: NodeConfig) {
     this.config = config;
@@ -495,9 +509,13 @@ export class HerdNode {
   async #whatsatWhenDurable(
     line: string,
     cmd: WhatsatCommand,
-  ): Promise<string> {
+  ): Promise<ReplyText> {
     const answer = await this.#nearby(cmd);
     if (answer === null) return formatInvalid(line);
+    if (Object.isFrozen(answer.places)) {
+      const reply = this.#encodedReply(answer.at, answer.places);
+      if (reply !== null) return reply;
+    }
     const reply = formatWhatsat(
       answer.at,
       utf8ByteString(placesJson(answer.places)),
@@ -511,6 +529,24 @@ export class HerdNode {
         `places answer over ${SERVER_DEFAULTS.maxReplyBytes} bytes`,
       )),
     );
+  }
+
+  /**
+   * A frozen answer's reply, the same bytes `formatWhatsat` gives, its JSON encoded once per
+   * answer; null when it would be over `maxReplyBytes` (the caller answers that).
+   */
+  #encodedReply(at: string, places: PlacesAnswer): EncodedReply | null {
+    let tail = this.#rendered.get(places);
+    if (tail === undefined) {
+      // formatWhatsat("", json) is "\n" + the rest of the reply after the AT line.
+      const text = formatWhatsat("", utf8ByteString(placesJson(places)));
+      tail = new Uint8Array(text.length - 1);
+      writeByteString(text.slice(1), tail, 0);
+      this.#rendered.set(places, tail);
+    }
+    const length = at.length + 1 + tail.length;
+    if (length > SERVER_DEFAULTS.maxReplyBytes) return null;
+    return { head: `${at}\n`, tail, length };
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * The places configuration: which provider a node uses and every bound it keeps, with the
  * defaults in one object, read from the environment (`PLACES_PROVIDER`, `PLACES_API_KEY`,
- * `PLACES_URL`).
+ * `PLACES_URL`, `PLACES_CACHE_ENTRIES`).
  *
  * A mistake in the environment is a {@linkcode PlacesConfigError} whose message is one line
  * naming the variable, so `main.ts` and `lib/herd.ts` tell it from any other failure by its
@@ -72,6 +72,16 @@ export const PLACES_DEFAULTS = {
   cacheMaxEntries: 10_000,
   /** A legacy Nearby Search answer is 10 to 60 KB of JSON: a few thousand answers. */
   cacheMaxBytes: 64 * 1024 * 1024,
+  /**
+   * The offline provider's answer cache (its `cacheMaxEntries` when the config sets none):
+   * an answer never changes, so it is kept until the bounds push it out. A node with the
+   * gazetteer rests at 87 to 92 MB; an answer of 20 places holds about 11 KB (measured, see
+   * `answerBytes` in gazetteer.ts), so a full cache adds at most 8 MiB and the node stays
+   * under 100 MB. The entries bound binds first for small answers.
+   */
+  offlineCacheMaxEntries: 1024,
+  /** The offline provider's `cacheMaxBytes` when the config sets none: about 740 full answers. */
+  offlineCacheMaxBytes: 8 * 1024 * 1024,
   maxInFlight: 16,
   maxQueue: 1024,
   maxWaiting: 4096,
@@ -98,10 +108,12 @@ export class PlacesConfigError extends Error {
 }
 
 /**
- * Reads PLACES_PROVIDER, PLACES_API_KEY and PLACES_URL. The default provider is `google` when
+ * Reads PLACES_PROVIDER, PLACES_API_KEY, PLACES_URL and PLACES_CACHE_ENTRIES (the answer
+ * cache's entries, whichever the provider; 0 turns the cache off). The default provider is `google` when
  * a key is set, else `offline`, so a fresh checkout runs.
  *
- * @throws {PlacesConfigError} for an unknown provider or a URL that is not http(s).
+ * @throws {PlacesConfigError} for an unknown provider, a URL that is not http(s), or a
+ * PLACES_CACHE_ENTRIES that is not a whole number.
  */
 export function placesConfigFromEnv(
   env: Record<string, string | undefined>,
@@ -109,6 +121,7 @@ export function placesConfigFromEnv(
   const apiKey = nonEmpty(env.PLACES_API_KEY);
   const provider = providerFromEnv(nonEmpty(env.PLACES_PROVIDER), apiKey);
   const url = urlFromEnv(nonEmpty(env.PLACES_URL), apiKey);
+  const cacheEntries = cacheEntriesFromEnv(nonEmpty(env.PLACES_CACHE_ENTRIES));
   const warnings: string[] = [];
   if (provider === "offline") {
     if (apiKey !== undefined) {
@@ -129,6 +142,7 @@ export function placesConfigFromEnv(
   const config: PlacesConfig = { provider };
   if (apiKey !== undefined) config.apiKey = apiKey;
   if (url !== undefined) config.url = url;
+  if (cacheEntries !== undefined) config.cacheMaxEntries = cacheEntries;
   return { config, warnings };
 }
 
@@ -153,6 +167,7 @@ export function resolvePlacesConfig(
     );
   }
   const d = PLACES_DEFAULTS;
+  const offline = config.provider === "offline";
   return {
     ...config,
     timeoutMs: positive("timeoutMs", config.timeoutMs, d.timeoutMs),
@@ -160,12 +175,12 @@ export function resolvePlacesConfig(
     cacheMaxEntries: nonNegative(
       "cacheMaxEntries",
       config.cacheMaxEntries,
-      d.cacheMaxEntries,
+      offline ? d.offlineCacheMaxEntries : d.cacheMaxEntries,
     ),
     cacheMaxBytes: positive(
       "cacheMaxBytes",
       config.cacheMaxBytes,
-      d.cacheMaxBytes,
+      offline ? d.offlineCacheMaxBytes : d.cacheMaxBytes,
     ),
     maxInFlight: positive("maxInFlight", config.maxInFlight, d.maxInFlight),
     maxQueue: positive("maxQueue", config.maxQueue, d.maxQueue),
@@ -193,6 +208,20 @@ function providerFromEnv(
     );
   }
   return provider;
+}
+
+/** PLACES_CACHE_ENTRIES: the answer cache's entries, 0 for none (e.g. to measure without it). */
+function cacheEntriesFromEnv(value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^\d{1,9}$/.test(value)) {
+    throw new PlacesConfigError(
+      "PLACES_CACHE_ENTRIES",
+      `PLACES_CACHE_ENTRIES must be a whole number of answers (0: no cache), not ${
+        JSON.stringify(value)
+      }`,
+    );
+  }
+  return Number(value);
 }
 
 function urlFromEnv(

@@ -95,6 +95,8 @@ export function createPlaces(
     return createOfflinePlaces({
       timeoutMs: resolved.timeoutMs,
       maxQueue: resolved.maxQueue,
+      cacheMaxEntries: resolved.cacheMaxEntries,
+      cacheMaxBytes: resolved.cacheMaxBytes,
       cacheDir: resolved.cacheDir,
       warn,
       now,
