@@ -20,6 +20,12 @@
  *   rate-limited; rotation bounds what they cost on disk (at most 6 x 64 MiB).
  * - A drain writes at most `maxWriteBytes` at a time, so flushing a full buffer never joins
  *   it into one string as large as itself.
+ * - A drain starts every `flushMs`, or as soon as `drainBytes` are buffered. Under load the
+ *   buffer then stays small: its lines die young, in the scavenger, instead of surviving into
+ *   the old generation for 100 ms, and each drain's join and encode is a short pause.
+ *   Measured with `bench/whatsat.ts` (cached answers, about 80,000 a second, two
+ *   alternating runs of each): p99 8.8/9.3 -> 4.6/5.1 ms, RSS right after the load
+ *   204/224 -> 151/153 MB, CPU per answer 14/18 -> 12/13 us.
  *
  * @example
  * ```ts
@@ -41,7 +47,9 @@ export const LOG_DEFAULTS = {
   /** Most bytes held before entries are dropped. */
   maxBufferBytes: 8 * 1024 * 1024,
   /** Most bytes written to the file in one write. */
-  maxWriteBytes: 1024 * 1024,
+  maxWriteBytes: 256 * 1024,
+  /** Bytes buffered that start a drain at once, before the flush period ends. */
+  drainBytes: 64 * 1024,
   /** The file rotates once it reaches this size. */
   maxFileBytes: 64 * 1024 * 1024,
   /** Rotated files kept (NAME.log.1 ... NAME.log.N). */
@@ -63,8 +71,10 @@ export interface LogOptions {
   flushMs?: number;
   /** Most bytes held before entries are dropped. Default 8 MiB. */
   maxBufferBytes?: number;
-  /** Most bytes written to the file at once. Default 1 MiB. */
+  /** Most bytes written to the file at once. Default 256 KiB. */
   maxWriteBytes?: number;
+  /** Bytes buffered that start a drain at once, before the flush period ends. Default 64 KiB. */
+  drainBytes?: number;
   /** Size at which the file rotates. Default 64 MiB. */
   maxFileBytes?: number;
   /** Rotated files kept. Default 5. */
@@ -115,6 +125,8 @@ export class NodeLog {
   #bufBytes = 0;
   #dropped = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** A drain for `drainBytes` is queued. */
+  #drainSoon = false;
   /** The drains, one after another: two never write to the file at once. */
   #flushing: Promise<void> = Promise.resolve();
   #scratch = new Uint8Array(0);
@@ -146,6 +158,7 @@ export class NodeLog {
       flushMs: opts.flushMs ?? d.flushMs,
       maxBufferBytes: opts.maxBufferBytes ?? d.maxBufferBytes,
       maxWriteBytes: opts.maxWriteBytes ?? d.maxWriteBytes,
+      drainBytes: opts.drainBytes ?? d.drainBytes,
       maxFileBytes: opts.maxFileBytes ?? d.maxFileBytes,
       keepFiles: opts.keepFiles ?? d.keepFiles,
       burst: opts.burst ?? d.burst,
@@ -314,6 +327,14 @@ export class NodeLog {
     }
     this.#buf.push(text);
     this.#bufBytes += text.length + 1;
+    if (this.#bufBytes >= this.#opts.drainBytes) {
+      // Once the lines logged in this turn are in (a microtask), not in the middle of them.
+      if (!this.#drainSoon) {
+        this.#drainSoon = true;
+        queueMicrotask(() => void this.#drainInTurn());
+      }
+      return;
+    }
     if (this.#timer === undefined) {
       this.#timer = setTimeout(() => {
         this.#timer = undefined;
@@ -339,6 +360,7 @@ export class NodeLog {
   }
 
   async #drain(): Promise<void> {
+    this.#drainSoon = false;
     while (this.#buf.length > 0 && this.#file !== null) {
       if (this.#dropped > 0) {
         this.#buf.push(JSON.stringify({

@@ -18,6 +18,8 @@ async function logWith(opts: {
   keepFiles?: number;
   maxBufferBytes?: number;
   maxWriteBytes?: number;
+  drainBytes?: number;
+  flushMs?: number;
 }) {
   const printed: string[] = [];
   const log = await NodeLog.open({
@@ -134,6 +136,33 @@ Deno.test("a log that cannot keep up drops entries, counts them, and says how ma
     entries.filter((e) => e.event === "log_dropped").map((e) => e.count),
     [dropped],
   );
+});
+
+Deno.test("a buffer that reaches drainBytes is written at once, without waiting for the flush period", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/N.log`;
+  const { log } = await logWith({ path, drainBytes: 600, flushMs: 60_000 });
+  try {
+    log.traffic(1, "in", "first");
+    // Below drainBytes, the line waits for the flush period (a minute here).
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(Deno.readTextFileSync(path), "");
+    for (let i = 0; i < 10; i++) log.traffic(1, "in", `line ${i}`);
+    await waitFor(
+      () => Deno.readTextFileSync(path).split("\n").length > 11,
+      5000,
+      "the drain past drainBytes",
+    );
+    const lines = Deno.readTextFileSync(path).trim().split("\n").map((l) =>
+      JSON.parse(l).line
+    );
+    assert.deepEqual(lines, [
+      "first",
+      ...Array.from({ length: 10 }, (_, i) => `line ${i}`),
+    ]);
+  } finally {
+    await log.close();
+  }
 });
 
 Deno.test("record() writes to the log only, never the terminal, and is rate-limited too", async () => {
