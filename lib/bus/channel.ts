@@ -340,10 +340,13 @@ export class BusChannel {
     let size = 0;
     for (const part of parts) size += HEADER_BYTES + part.length;
     const out = new Uint8Array(size);
-    const view = new DataView(out.buffer);
     let off = 0;
     for (const part of parts) {
-      view.setUint32(off, part.length);
+      const n = part.length;
+      out[off] = n >>> 24;
+      out[off + 1] = (n >>> 16) & 0xff;
+      out[off + 2] = (n >>> 8) & 0xff;
+      out[off + 3] = n & 0xff;
       off += HEADER_BYTES;
       if (typeof part === "string") off += writeByteString(part, out, off);
       else {

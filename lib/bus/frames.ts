@@ -60,19 +60,32 @@ export class FrameDecoder {
     let at = 0;
     while (this.#error === null && at < chunk.length) {
       if (this.#need < 0) {
-        const take = Math.min(
-          HEADER_BYTES - this.#headerFill,
-          chunk.length - at,
-        );
-        this.#header.set(chunk.subarray(at, at + take), this.#headerFill);
-        this.#headerFill += take;
-        at += take;
-        if (this.#headerFill < HEADER_BYTES) break;
-        const n = new DataView(this.#header.buffer).getUint32(0);
-        this.#headerFill = 0;
+        let n: number;
+        if (this.#headerFill === 0 && chunk.length - at >= HEADER_BYTES) {
+          // The whole header in this chunk (nearly always): read it where it is.
+          n = uint32At(chunk, at);
+          at += HEADER_BYTES;
+        } else {
+          const take = Math.min(
+            HEADER_BYTES - this.#headerFill,
+            chunk.length - at,
+          );
+          this.#header.set(chunk.subarray(at, at + take), this.#headerFill);
+          this.#headerFill += take;
+          at += take;
+          if (this.#headerFill < HEADER_BYTES) break;
+          n = uint32At(this.#header, 0);
+          this.#headerFill = 0;
+        }
         if (n > this.#max) {
           this.#error = `frame of ${n} bytes over the bound of ${this.#max}`;
           break;
+        }
+        if (chunk.length - at >= n) {
+          // The whole body in this chunk too: one copy, no parts to join.
+          frames.push(chunk.slice(at, at + n));
+          at += n;
+          continue;
         }
         this.#need = n;
         this.#parts = [];
@@ -93,6 +106,12 @@ export class FrameDecoder {
     }
     return { frames, error: this.#error };
   }
+}
+
+/** The big-endian 32-bit length at `bytes[at]`. */
+function uint32At(bytes: Uint8Array, at: number): number {
+  return ((bytes[at] << 24) | (bytes[at + 1] << 16) | (bytes[at + 2] << 8) |
+    bytes[at + 3]) >>> 0;
 }
 
 function join(parts: Uint8Array[], n: number): Uint8Array {
