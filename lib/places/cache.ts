@@ -44,6 +44,7 @@
  */
 import { within } from "../async.ts";
 import { fnv1a } from "../digest.ts";
+import { createAnswerCache } from "./answer_cache.ts";
 import { createBoundLog } from "./bounds.ts";
 import {
   boundFor,
@@ -113,76 +114,6 @@ export function cacheKey(provider: string, q: NearbyQuery): string {
   const lat = Math.round(q.latDeg * 1e4);
   const lng = Math.round(q.lngDeg * 1e4);
   return `${provider}|${lat}|${lng}|${q.radiusMeters}`;
-}
-
-interface CacheEntry {
-  answer: PlacesAnswer;
-  expiresAt: number;
-  bytes: number;
-}
-
-/** A TTL + LRU map on a `Map`, whose insertion order is the recency order. */
-interface AnswerCache {
-  get(key: string, now: number): PlacesAnswer | undefined;
-  /** Stores `answer`; returns how many entries were evicted to make room. */
-  set(key: string, answer: PlacesAnswer, now: number): number;
-  readonly size: number;
-  readonly bytes: number;
-  readonly evictions: number;
-}
-
-function createAnswerCache(
-  maxEntries: number,
-  maxBytes: number,
-  ttlMs: number,
-): AnswerCache {
-  const entries = new Map<string, CacheEntry>();
-  let bytes = 0;
-  let evictions = 0;
-  const drop = (key: string, entry: CacheEntry) => {
-    entries.delete(key);
-    bytes -= entry.bytes;
-  };
-  return {
-    get(key, now) {
-      const entry = entries.get(key);
-      if (entry === undefined) return undefined;
-      drop(key, entry);
-      if (now >= entry.expiresAt) return undefined;
-      entries.set(key, entry);
-      bytes += entry.bytes;
-      return entry.answer;
-    },
-    set(key, answer, now) {
-      if (maxEntries <= 0 || ttlMs <= 0) return 0;
-      const old = entries.get(key);
-      if (old !== undefined) drop(key, old);
-      const size = JSON.stringify(answer).length;
-      if (size > maxBytes) return 0;
-      entries.set(key, { answer, expiresAt: now + ttlMs, bytes: size });
-      bytes += size;
-      let evicted = 0;
-      while (entries.size > maxEntries || bytes > maxBytes) {
-        const [oldest, entry] = entries.entries().next().value as [
-          string,
-          CacheEntry,
-        ];
-        drop(oldest, entry);
-        evicted++;
-      }
-      evictions += evicted;
-      return evicted;
-    },
-    get size() {
-      return entries.size;
-    },
-    get bytes() {
-      return bytes;
-    },
-    get evictions() {
-      return evictions;
-    },
-  };
 }
 
 /** One upstream request and everyone waiting for it. */

@@ -47,6 +47,7 @@
  *
  * @module
  */
+import { createAnswerCache } from "./answer_cache.ts";
 import { createBoundLog, warnOnStderr } from "./bounds.ts";
 import { PLACES_DEFAULTS } from "./config.ts";
 import {
@@ -144,15 +145,18 @@ export function createOfflinePlaces(
   const cacheMaxBytes = options.cacheMaxBytes ??
     PLACES_DEFAULTS.offlineCacheMaxBytes;
   const waiting = new Set<Waiting>();
-  /** Answers by {@linkcode offlineCacheKey}; the Map's order is the recency order. */
-  const cache = new Map<string, { answer: PlacesAnswer; bytes: number }>();
-  let cacheBytes = 0;
+  /** Answers by {@linkcode offlineCacheKey}, never expiring, each counted by {@linkcode answerBytes}. */
+  const cache = createAnswerCache(
+    cacheMaxEntries,
+    cacheMaxBytes,
+    Infinity,
+    answerBytes,
+  );
   const counts = {
     requests: 0,
     answers: 0,
     cacheHits: 0,
     cacheMisses: 0,
-    cacheEvictions: 0,
     failures: 0,
     timeouts: 0,
     // The cache file (with `cacheDir`): loaded from it (1/0), written by this provider's
@@ -171,37 +175,24 @@ export function createOfflinePlaces(
   let closed = false;
 
   /**
-   * The answer from the cache, or else from the index and then kept. A kept answer is frozen
-   * (it is shared by every caller that asks the same; its frozenness tells the node that its
-   * rendering may be kept too).
+   * The answer from the cache, or else from the index and then kept. It is frozen before it is
+   * kept (a kept answer is shared by every caller that asks the same; frozenness tells the
+   * node that its rendering may be kept too, for as long as the answer lives).
    */
   function answer(from: GazetteerIndex, q: NearbyQuery): PlacesAnswer {
     if (cacheMaxEntries <= 0) return search(from, q);
     const key = offlineCacheKey(q);
-    const held = cache.get(key);
+    const held = cache.get(key, 0);
     if (held !== undefined) {
       counts.cacheHits++;
       counts.answers++;
-      cache.delete(key);
-      cache.set(key, held);
-      return held.answer;
+      return held;
     }
     counts.cacheMisses++;
     const fresh = search(from, q);
-    const bytes = answerBytes(fresh);
-    if (bytes > cacheMaxBytes) return fresh;
     Object.freeze(fresh.results);
-    cache.set(key, { answer: Object.freeze(fresh), bytes });
-    cacheBytes += bytes;
-    let evicted = 0;
-    while (cache.size > cacheMaxEntries || cacheBytes > cacheMaxBytes) {
-      const [oldest, entry] = cache.entries().next().value!;
-      cache.delete(oldest);
-      cacheBytes -= entry.bytes;
-      evicted++;
-    }
-    if (evicted > 0) {
-      counts.cacheEvictions += evicted;
+    Object.freeze(fresh);
+    if (cache.set(key, fresh, 0) > 0) {
       bounds.hit(
         "cacheFull",
         `the offline answer cache is full (${cacheMaxEntries} answers or ${cacheMaxBytes} bytes); the least recently used answers are evicted`,
@@ -358,7 +349,6 @@ export function createOfflinePlaces(
     closed = true;
     endWorker();
     cache.clear();
-    cacheBytes = 0;
     settleAll(() =>
       failureAnswer("UNKNOWN_ERROR", "places provider is closed")
     );
@@ -376,7 +366,8 @@ export function createOfflinePlaces(
       workerRunning: worker === undefined ? 0 : 1,
       cacheEntries: cache.size,
       cacheMaxEntries,
-      cacheBytes,
+      cacheBytes: cache.bytes,
+      cacheEvictions: cache.evictions,
       cacheMaxBytes,
       loadMs: Math.round(ready?.loadMs ?? 0),
       warmToReadyMs: Math.round(ready?.warmToReadyMs ?? 0),
