@@ -25,7 +25,7 @@
  * @module
  */
 
-import { utf8ByteString, writeByteString } from "./bytes.ts";
+import { stringToBytes, utf8ByteString } from "./bytes.ts";
 import { type Clock, formatSkew, systemClock } from "./clock.ts";
 import { BusListener } from "./bus/listener.ts";
 import type { BusSettings } from "./bus/types.ts";
@@ -540,8 +540,7 @@ export class HerdNode {
     if (tail === undefined) {
       // formatWhatsat("", json) is "\n" + the rest of the reply after the AT line.
       const text = formatWhatsat("", utf8ByteString(placesJson(places)));
-      tail = new Uint8Array(text.length - 1);
-      writeByteString(text.slice(1), tail, 0);
+      tail = stringToBytes(text.slice(1));
       this.#rendered.set(places, tail);
     }
     const length = at.length + 1 + tail.length;
