@@ -38,6 +38,7 @@
  */
 
 import { decodeUtf8 } from "./bytes.ts";
+import { withDefaults } from "./defaults.ts";
 import { writeAll } from "./write_all.ts";
 
 /** The bounds of a node's log, in one place. */
@@ -151,18 +152,10 @@ export class NodeLog {
     this.#file = file;
     this.#path = opts.path;
     this.#fileBytes = fileBytes;
-    const d = LOG_DEFAULTS;
     this.#opts = {
+      ...withDefaults(LOG_DEFAULTS, opts),
       node: opts.node,
       console: opts.console ?? true,
-      flushMs: opts.flushMs ?? d.flushMs,
-      maxBufferBytes: opts.maxBufferBytes ?? d.maxBufferBytes,
-      maxWriteBytes: opts.maxWriteBytes ?? d.maxWriteBytes,
-      drainBytes: opts.drainBytes ?? d.drainBytes,
-      maxFileBytes: opts.maxFileBytes ?? d.maxFileBytes,
-      keepFiles: opts.keepFiles ?? d.keepFiles,
-      burst: opts.burst ?? d.burst,
-      windowMs: opts.windowMs ?? d.windowMs,
       now: opts.now ?? Date.now,
       print: opts.print ?? defaultPrint,
     };
