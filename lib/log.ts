@@ -102,6 +102,19 @@ const encoder = new TextEncoder();
 /** Largest scratch buffer a drain keeps (a drain of more encodes into a buffer of its own). */
 const SCRATCH_MAX = 4 * 1024 * 1024;
 
+/** A line received or sent, kept as it is until the drain formats it. */
+interface Traffic {
+  /** Wall clock in ms when it was logged. */
+  ms: number;
+  conn: number;
+  dir: "in" | "out";
+  line: string;
+  bytes: number | undefined;
+}
+
+/** A traffic line's size less its client line and node name, counted against the bounds. */
+const TRAFFIC_BYTES = 80;
+
 /** One event name's rate-limit window. */
 interface Window {
   start: number;
@@ -122,7 +135,8 @@ export class NodeLog {
   #file: Deno.FsFile | null;
   readonly #path: string | null;
   #fileBytes: number;
-  #buf: string[] = [];
+  /** Lines, and traffic entries the drain formats, in the order they were logged. */
+  #buf: (string | Traffic)[] = [];
   #bufBytes = 0;
   #dropped = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -175,17 +189,29 @@ export class NodeLog {
    * is the places provider's to keep (measured: logging a 5 KB WHATSAT reply whole took
    * 39 of the 127 µs of CPU the node spent on it).
    *
-   * The line is formatted by hand, not through an object and `JSON.stringify`, in the same
-   * field order as other entries: every client line in and every reply out passes here, two
-   * log lines per IAMAT, and this was a fifth of a loaded node's CPU (docs/benchmarks.md).
+   * Every client line in and every reply out passes here, two log lines per IAMAT, so the
+   * call only keeps the entry (its time, connection and line); the drain formats it. Formatted
+   * here, a line came before the node's answer to it: at an idle node, 35-40 µs between an
+   * IAMAT's arrival and its relays leaving (the ISO time, `JSON.stringify` and the UTF-8 test
+   * of code a quiet process runs cold; docs/benchmarks.md, round four).
    */
   traffic(conn: number, dir: "in" | "out", line: string, bytes?: number): void {
     if (this.#closed) return;
-    this.#pushText(
-      `{"ts":"${this.#stamp()}",${this.#nodeField}"conn":${conn},"dir":"${dir}","line":${
-        JSON.stringify(readable(line))
-      }${bytes === undefined ? "" : `,"bytes":${bytes}`}}`,
-    );
+    const entry: Traffic = { ms: this.#opts.now(), conn, dir, line, bytes };
+    if (this.#file === null) this.#pushText(this.#format(entry));
+    else this.#pushEntry(entry, TRAFFIC_BYTES + this.node.length + line.length);
+  }
+
+  /**
+   * A traffic entry as its JSON line, by hand, not through an object and `JSON.stringify`,
+   * in the same field order as other entries.
+   */
+  #format(e: Traffic): string {
+    return `{"ts":"${
+      this.#stampAt(e.ms)
+    }",${this.#nodeField}"conn":${e.conn},"dir":"${e.dir}","line":${
+      JSON.stringify(readable(e.line))
+    }${e.bytes === undefined ? "" : `,"bytes":${e.bytes}`}}`;
   }
 
   /** Records an event (peer connected, store loaded, ...) and tells the operator. */
@@ -314,12 +340,17 @@ export class NodeLog {
       if (this.memory.length > 100_000) this.memory.splice(0, 50_000);
       return;
     }
-    if (this.#bufBytes + text.length > this.#opts.maxBufferBytes) {
+    this.#pushEntry(text, text.length);
+  }
+
+  /** Buffers an entry of about `size` bytes (a line, or traffic the drain formats). */
+  #pushEntry(entry: string | Traffic, size: number): void {
+    if (this.#bufBytes + size > this.#opts.maxBufferBytes) {
       this.#dropped++;
       return;
     }
-    this.#buf.push(text);
-    this.#bufBytes += text.length + 1;
+    this.#buf.push(entry);
+    this.#bufBytes += size + 1;
     if (this.#bufBytes >= this.#opts.drainBytes) {
       // Once the lines logged in this turn are in (a microtask), not in the middle of them.
       if (!this.#drainSoon) {
@@ -344,7 +375,11 @@ export class NodeLog {
 
   /** ISO time of now, formatted once per millisecond (the hot path logs many lines a ms). */
   #stamp(): string {
-    const ms = this.#opts.now();
+    return this.#stampAt(this.#opts.now());
+  }
+
+  /** ISO time of `ms`, the last one formatted kept (entries come in time order). */
+  #stampAt(ms: number): string {
     if (ms !== this.#tsMs) {
       this.#tsMs = ms;
       this.#ts = new Date(ms).toISOString();
@@ -364,16 +399,28 @@ export class NodeLog {
         }));
         this.#dropped = 0;
       }
-      // At most maxWriteBytes a write (and at least one entry).
-      let take = 0;
+      // At most maxWriteBytes a write (and at least one entry); traffic is formatted here.
+      const lines: string[] = [];
       let size = 0;
-      while (
-        take < this.#buf.length &&
-        (take === 0 || size + this.#buf[take].length < this.#opts.maxWriteBytes)
-      ) size += this.#buf[take++].length + 1;
-      const text = this.#buf.slice(0, take).join("\n") + "\n";
-      this.#buf = take === this.#buf.length ? [] : this.#buf.slice(take);
-      this.#bufBytes = Math.max(0, this.#bufBytes - size);
+      let estimated = 0;
+      for (const entry of this.#buf) {
+        const line = typeof entry === "string" ? entry : this.#format(entry);
+        if (
+          lines.length > 0 && size + line.length >= this.#opts.maxWriteBytes
+        ) {
+          break;
+        }
+        lines.push(line);
+        size += line.length + 1;
+        estimated += typeof entry === "string"
+          ? line.length + 1
+          : TRAFFIC_BYTES + this.node.length + entry.line.length + 1;
+      }
+      const text = lines.join("\n") + "\n";
+      this.#buf = lines.length === this.#buf.length
+        ? []
+        : this.#buf.slice(lines.length);
+      this.#bufBytes = Math.max(0, this.#bufBytes - estimated);
       const bytes = this.#encode(text);
       try {
         await writeAll(this.#file, bytes);

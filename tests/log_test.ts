@@ -165,6 +165,27 @@ Deno.test("a buffer that reaches drainBytes is written at once, without waiting 
   }
 });
 
+Deno.test("a traffic line formatted at the drain keeps the time it was logged at and its place among events", async () => {
+  await using dir = await tempDir();
+  const path = `${dir.path}/N.log`;
+  let now = Date.UTC(2026, 10, 30, 12, 0, 0, 5);
+  const { log } = await logWith({ path, now: () => now, flushMs: 60_000 });
+  log.traffic(3, "in", "IAMAT kiwi +34-118 1.5");
+  now += 1000;
+  log.event("peer_connected", { peer: "B" });
+  now += 1000;
+  log.traffic(3, "out", "AT N +0.1 kiwi +34-118 1.5", 40);
+  // The drain runs a minute of the test's clock later.
+  now += 60_000;
+  await log.close();
+  const entries = Deno.readTextFileSync(path).trim().split("\n");
+  assert.deepEqual(entries, [
+    '{"ts":"2026-11-30T12:00:00.005Z","node":"N","conn":3,"dir":"in","line":"IAMAT kiwi +34-118 1.5"}',
+    '{"ts":"2026-11-30T12:00:01.005Z","node":"N","event":"peer_connected","peer":"B"}',
+    '{"ts":"2026-11-30T12:00:02.005Z","node":"N","conn":3,"dir":"out","line":"AT N +0.1 kiwi +34-118 1.5","bytes":40}',
+  ]);
+});
+
 Deno.test("record() writes to the log only, never the terminal, and is rate-limited too", async () => {
   const { log, printed } = await logWith({ burst: 2, windowMs: 60_000 });
   for (let i = 0; i < 5; i++) log.record("connection_paused", { conn: i });
