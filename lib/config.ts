@@ -1,6 +1,6 @@
 /**
- * The operator's contract, as data: command-line flags (`node:util` `parseArgs`, checked
- * with zod) and environment variables become a validated node configuration. Every mistake
+ * The operator's contract, as data: command-line flags and environment variables become a
+ * validated node configuration. Every mistake
  * is a `ConfigError` with one clear line; `main.ts` prints it and exits 2.
  *
  * @example
@@ -11,8 +11,6 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { z } from "zod";
 import { secretProblem } from "./bus/secret.ts";
 
 /** A user-caused configuration problem; its message is one line. */
@@ -47,37 +45,64 @@ export const USAGE =
 environment: PLACES_API_KEY, PLACES_URL, PLACES_PROVIDER (google | google-new | offline),
              PLACES_CACHE_ENTRIES (answers kept; 0: none), HERD_SECRET, DENO_KV_ACCESS_TOKEN`;
 
-const flagSchema = z.object({
-  name: z.string({ error: "--name is required" }).min(1, "--name is empty"),
-  topology: z.string().min(1, "--topology is empty").default(DEFAULT_TOPOLOGY),
-  data: z.string().min(1, "--data is empty").default("data"),
-  kv: z.string().min(1, "--kv is empty").optional(),
-  help: z.boolean().default(false),
-});
+/** The value flags of `main.ts`; `--help` (`-h`) is the one without a value. */
+const VALUE_FLAGS = ["name", "topology", "data", "kv"] as const;
+type ValueFlag = typeof VALUE_FLAGS[number];
 
-/** Parses `main.ts` flags strictly: unknown flags, positionals and missing values are errors. */
+/**
+ * Parses `main.ts` flags strictly: unknown flags, positionals and missing values are errors.
+ * `--flag value` and `--flag=value` both work, and the last of a repeated flag wins. (By
+ * hand: `node:util`'s `parseArgs` and a zod schema were 55 ms of a node's 200 ms from spawn
+ * to listening, and 11 MB of its memory; docs/benchmarks.md, round four.)
+ */
 export function parseFlags(args: string[]): Flags {
-  let values: Record<string, unknown>;
-  try {
-    ({ values } = parseArgs({
-      args,
-      options: {
-        name: { type: "string" },
-        topology: { type: "string" },
-        data: { type: "string" },
-        kv: { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-      allowPositionals: false,
-    }));
-  } catch (e) {
-    throw new ConfigError(firstLine((e as Error).message));
+  const values: Partial<Record<ValueFlag, string>> = {};
+  let help = false;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "-h" || arg === "--help") {
+      help = true;
+      continue;
+    }
+    if (!arg.startsWith("--") || arg === "--") {
+      const extra = arg === "--" ? args[i + 1] ?? "--" : arg;
+      throw new ConfigError(
+        arg.startsWith("-") && arg !== "--"
+          ? `unknown flag '${arg}'`
+          : `unexpected argument '${extra}': main.ts takes flags only`,
+      );
+    }
+    const eq = arg.indexOf("=");
+    const flag = arg.slice(2, eq < 0 ? undefined : eq);
+    if (!(VALUE_FLAGS as readonly string[]).includes(flag)) {
+      throw new ConfigError(
+        flag === "help" ? "--help takes no value" : `unknown flag '--${flag}'`,
+      );
+    }
+    let value: string;
+    if (eq >= 0) value = arg.slice(eq + 1);
+    else {
+      const next = args[i + 1];
+      if (next === undefined || (next.startsWith("-") && next !== "-")) {
+        throw new ConfigError(`--${flag} needs a value: --${flag} <value>`);
+      }
+      value = next;
+      i++;
+    }
+    values[flag as ValueFlag] = value;
   }
-  if (values.help) return { name: "", topology: "", data: "", help: true };
-  const parsed = flagSchema.safeParse(values);
-  if (!parsed.success) throw new ConfigError(parsed.error.issues[0].message);
-  return parsed.data;
+  if (help) return { name: "", topology: "", data: "", help: true };
+  if (values.name === undefined) throw new ConfigError("--name is required");
+  for (const flag of VALUE_FLAGS) {
+    if (values[flag] === "") throw new ConfigError(`--${flag} is empty`);
+  }
+  return {
+    name: values.name,
+    topology: values.topology ?? DEFAULT_TOPOLOGY,
+    data: values.data ?? "data",
+    ...(values.kv !== undefined ? { kv: values.kv } : {}),
+    help: false,
+  };
 }
 
 /** Reads one environment variable; unset (or not permitted) reads as undefined. */
@@ -109,8 +134,4 @@ export function herdSecret(value: string | undefined): string | undefined {
   const problem = secretProblem(value);
   if (problem !== null) throw new ConfigError(problem);
   return value;
-}
-
-function firstLine(s: string): string {
-  return s.split("\n")[0];
 }

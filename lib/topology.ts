@@ -15,8 +15,6 @@
  * @module
  */
 
-import { z } from "zod";
-
 /** One node as the herd knows it. */
 export interface ServerSpec {
   name: string;
@@ -50,18 +48,143 @@ export class TopologyError extends Error {
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
-const schema = z.strictObject({
-  servers: z.record(
-    z.string(),
-    z.strictObject({
-      host: z.string().min(1),
-      port: z.number().int().min(1).max(65535),
-      peerPort: z.number().int().min(1).max(65535).optional(),
-      httpPort: z.number().int().min(1).max(65535).optional(),
-      neighbors: z.array(z.string()).default([]),
-    }),
-  ),
-});
+/** A server's entry as the file gives it, checked. */
+interface RawServer {
+  host: string;
+  port: number;
+  peerPort?: number;
+  httpPort?: number;
+  neighbors: string[];
+}
+
+/** A field that does not fit: where (`servers.A.port`, or `[]` for the top level) and why. */
+class ShapeError extends Error {
+  constructor(readonly path: string[], message: string) {
+    super(message);
+  }
+}
+
+/** A JSON value's kind, as the messages name it. */
+function kind(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  return typeof v;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** `v` as an object (its keys are checked later), or a ShapeError at `path`. */
+function object(
+  v: unknown,
+  path: string[],
+  expected = "object",
+): Record<string, unknown> {
+  if (!isObject(v)) {
+    throw new ShapeError(
+      path,
+      `Invalid input: expected ${expected}, received ${kind(v)}`,
+    );
+  }
+  return v;
+}
+
+/** Keys of `v` that are not in `keys`, as one problem (after the known keys are checked). */
+function noOtherKeys(
+  v: Record<string, unknown>,
+  path: string[],
+  keys: readonly string[],
+): void {
+  const other = Object.keys(v).filter((k) => !keys.includes(k));
+  if (other.length === 0) return;
+  const list = other.map((k) => JSON.stringify(k)).join(", ");
+  throw new ShapeError(
+    path,
+    `Unrecognized key${other.length > 1 ? "s" : ""}: ${list}`,
+  );
+}
+
+function port(v: unknown, path: string[]): number {
+  if (typeof v !== "number") {
+    throw new ShapeError(
+      path,
+      `Invalid input: expected number, received ${kind(v)}`,
+    );
+  }
+  if (!Number.isInteger(v)) {
+    throw new ShapeError(path, "Invalid input: expected int, received number");
+  }
+  if (v < 1) throw new ShapeError(path, "Too small: expected number to be >=1");
+  if (v > 65535) {
+    throw new ShapeError(path, "Too big: expected number to be <=65535");
+  }
+  return v;
+}
+
+const TOP_KEYS = ["servers"] as const;
+const SERVER_KEYS = [
+  "host",
+  "port",
+  "peerPort",
+  "httpPort",
+  "neighbors",
+] as const;
+
+/** The file's servers, each field checked in the order the entry lists them. */
+function checkedServers(raw: unknown): [string, RawServer][] {
+  const top = object(raw, []);
+  const all = object(top.servers, ["servers"], "record");
+  noOtherKeys(top, [], TOP_KEYS);
+  const out: [string, RawServer][] = [];
+  for (const [name, value] of Object.entries(all)) {
+    const at = ["servers", name];
+    const v = object(value, at);
+    if (typeof v.host !== "string") {
+      throw new ShapeError(
+        [...at, "host"],
+        `Invalid input: expected string, received ${kind(v.host)}`,
+      );
+    }
+    if (v.host.length === 0) {
+      throw new ShapeError(
+        [...at, "host"],
+        "Too small: expected string to have >=1 characters",
+      );
+    }
+    const spec: RawServer = {
+      host: v.host,
+      port: port(v.port, [...at, "port"]),
+      neighbors: [],
+    };
+    if (v.peerPort !== undefined) {
+      spec.peerPort = port(v.peerPort, [...at, "peerPort"]);
+    }
+    if (v.httpPort !== undefined) {
+      spec.httpPort = port(v.httpPort, [...at, "httpPort"]);
+    }
+    if (v.neighbors !== undefined) {
+      if (!Array.isArray(v.neighbors)) {
+        throw new ShapeError(
+          [...at, "neighbors"],
+          `Invalid input: expected array, received ${kind(v.neighbors)}`,
+        );
+      }
+      v.neighbors.forEach((n: unknown, i: number) => {
+        if (typeof n !== "string") {
+          throw new ShapeError(
+            [...at, "neighbors", String(i)],
+            `Invalid input: expected string, received ${kind(n)}`,
+          );
+        }
+        spec.neighbors.push(n);
+      });
+    }
+    noOtherKeys(v, at, SERVER_KEYS);
+    out.push([name, spec]);
+  }
+  return out;
+}
 
 /** Parses and validates topology JSON; `source` names the file in errors. */
 export function parseTopology(text: string, source: string): Topology {
@@ -73,13 +196,14 @@ export function parseTopology(text: string, source: string): Topology {
       `${source}: not valid JSON (${(e as Error).message})`,
     );
   }
-  const parsed = schema.safeParse(raw);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue.path.length > 0 ? issue.path.join(".") : "top level";
-    throw new TopologyError(`${source}: at ${where}: ${issue.message}`);
+  let entries: [string, RawServer][];
+  try {
+    entries = checkedServers(raw);
+  } catch (e) {
+    if (!(e instanceof ShapeError)) throw e;
+    const where = e.path.length > 0 ? e.path.join(".") : "top level";
+    throw new TopologyError(`${source}: at ${where}: ${e.message}`);
   }
-  const entries = Object.entries(parsed.data.servers);
   if (entries.length === 0) {
     throw new TopologyError(`${source}: "servers" lists no server`);
   }
