@@ -410,12 +410,14 @@ export class Store {
 
   /**
    * Every record whose client falls in one of `buckets`, but those at a position marked in
-   * `skip` (`skip[indexOf(client)] === 1`; positions past its end are not skipped).
+   * `skip` (`skip[indexOf(client)] === 1`). With `skip`, only positions within its length:
+   * clients first seen after it was made are left out.
    */
   recordsIn(buckets: Set<number>, skip?: Uint8Array): string[] {
     const t = this.#table;
     const out: string[] = [];
-    for (let i = 0; i < t.size; i++) {
+    const end = skip === undefined ? t.size : Math.min(t.size, skip.length);
+    for (let i = 0; i < end; i++) {
       if (skip !== undefined && skip[i] === 1) continue;
       if (buckets.has(t.hashAt(i) & (BUCKETS - 1))) out.push(t.lineAt(i));
     }

@@ -25,7 +25,8 @@ function storeOf(records: string[]) {
     lineAt: (i: number) => records[i],
     recordsIn: (buckets: Set<number>, skip?: Uint8Array) =>
       records.filter((r, i) =>
-        skip?.[i] !== 1 && buckets.has(bucketOf(clientOf(r)))
+        (skip === undefined || (i < skip.length && skip[i] !== 1)) &&
+        buckets.has(bucketOf(clientOf(r)))
       ),
   };
 }
@@ -102,6 +103,39 @@ Deno.test("catch-up dialer: sends only the records the acceptor lacks, holds old
   assert.equal(done, 3);
   assert.deepEqual(w.sent.at(-1), { kind: "synced", count: 3 });
   assert.equal(dialer.syncing, false);
+});
+
+Deno.test("catch-up dialer: a client first seen during the comparison is left to the flood, not sent back", async () => {
+  const mine = [at("missing", "1")];
+  // A client in the same bucket, as one arriving from the peer itself while the lists cross.
+  let late = "late0";
+  for (let i = 1; bucketOf(late) !== bucketOf("missing"); i++) {
+    late = `late${i}`;
+  }
+  const store = storeOf(mine);
+  const w = wire();
+  const pushed: string[] = [];
+  const dialer = new CatchupDialer(
+    store,
+    w,
+    (records) => (pushed.push(...records), true),
+    { entries: 100, bytes: 10_000 },
+    1024 * 1024,
+  );
+  const stats = newStats();
+  dialer.sum();
+  await dialer.handle(
+    { kind: "buckets", digest: new Digest().encode() },
+    stats,
+    () => {},
+  );
+  assert.equal(w.sent[1].kind, "diff");
+  mine.push(at(late, "1"));
+  store.size = mine.length;
+  await dialer.handle({ kind: "have", entries: [] }, stats, () => {});
+  await dialer.handle({ kind: "have-end" }, stats, () => {});
+  assert.deepEqual(pushed, [at("missing", "1")]);
+  assert.deepEqual(w.sent.at(-1), { kind: "synced", count: 1 });
 });
 
 Deno.test("catch-up dialer: HAVE lists past their bound in entries or bytes, or out of turn, drop the link", async () => {

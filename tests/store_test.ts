@@ -8,7 +8,7 @@
 
 import assert from "assert";
 import { bytesToString, stringToBytes } from "../lib/bytes.ts";
-import { Digest } from "../lib/digest.ts";
+import { BUCKETS, Digest } from "../lib/digest.ts";
 import { NodeLog } from "../lib/log.ts";
 import { HerdNode } from "../lib/node.ts";
 import { clientOf } from "../lib/record.ts";
@@ -631,6 +631,23 @@ Deno.test("Store: close() abandons a load in progress instead of waiting for it"
   await store.close();
   assert.equal(store.isLoaded, false);
   assert.ok(store.size < 600, `${store.size} loaded`);
+});
+
+Deno.test("Store.recordsIn: the records in the buckets asked for, less those marked in skip and those first seen after it was made", async () => {
+  using kv = await openKv(":memory:");
+  await using store = await openStore(kv);
+  const line = (c: string) => `AT A +0.000000000 ${c} +1+1 1`;
+  for (const c of ["a", "b", "c"]) assert.ok(store.offer(line(c)));
+  const all = new Set(Array.from({ length: BUCKETS }, (_, i) => i));
+  assert.deepEqual(store.recordsIn(all), [line("a"), line("b"), line("c")]);
+  // A skip array made when two clients were held: "b" is marked, "c" came later.
+  assert.deepEqual(store.recordsIn(all, new Uint8Array([0, 1])), [line("a")]);
+  assert.deepEqual(store.recordsIn(all, new Uint8Array(3)), [
+    line("a"),
+    line("b"),
+    line("c"),
+  ]);
+  assert.deepEqual(store.recordsIn(new Set()), []);
 });
 
 // ---------------------------------------------------------------------------------------

@@ -153,8 +153,9 @@ export class CatchupDialer {
       return null;
     }
     this.#diff = buckets;
-    // Clients first seen after this moment sit past its end: never marked, so sent (the
-    // flood sends them too; the peer keeps the newest either way).
+    // Clients first seen after this moment sit past its end and are not sent: the link is
+    // up, so the flood sends them, unless they came from this peer, which then holds them
+    // (sending them back made a reconnection send what the peer had just sent it).
     this.#covered = new Uint8Array(this.#store.size);
     this.#haveEntries = 0;
     this.#haveBytes = 0;

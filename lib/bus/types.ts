@@ -99,7 +99,7 @@ export interface CatchupStore {
     differing(encoded: string): Set<number> | null;
     readonly counts: Uint32Array;
   };
-  /** Records in `buckets`, but those at positions marked in `skip`. */
+  /** Records in `buckets`, but those at positions marked in `skip` or past its end. */
   recordsIn(buckets: Set<number>, skip?: Uint8Array): string[];
   /** Clients held; positions run from 0 to `size - 1`. */
   readonly size: number;
