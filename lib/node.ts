@@ -411,11 +411,14 @@ export class HerdNode {
 
   /** Creates the data directory, checks it is writable, and takes this node's lock in it. */
   async #prepareDataDir(dir: string): Promise<void> {
+    // Synchronous calls: each is a syscall of microseconds, where an async one takes a trip
+    // through the runtime's blocking thread pool (these four were 15-19 ms of the time from
+    // spawn to listening on our 2-core machine; docs/benchmarks.md, round four).
     try {
-      await Deno.mkdir(dir, { recursive: true });
+      Deno.mkdirSync(dir, { recursive: true });
       const probe = `${dir}/.${this.name}.probe`;
-      await Deno.writeTextFile(probe, "");
-      await Deno.remove(probe);
+      Deno.writeTextFileSync(probe, "");
+      Deno.removeSync(probe);
     } catch (e) {
       throw new NodeStartError(
         `data directory ${dir} is not usable: ${(e as Error).message}`,
@@ -424,7 +427,7 @@ export class HerdNode {
     const lockPath = `${dir}/${this.name}.lock`;
     let file: Deno.FsFile;
     try {
-      file = await Deno.open(lockPath, { create: true, write: true });
+      file = Deno.openSync(lockPath, { create: true, write: true });
     } catch (e) {
       throw new NodeStartError(
         `cannot open the lock file ${lockPath}: ${(e as Error).message}`,
@@ -432,12 +435,15 @@ export class HerdNode {
     }
     // flock is released by the kernel when a process dies, even by kill -9, so a crashed
     // node never leaves a stale lock. Deno has no try-lock: wait briefly, then give up.
-    let timer: ReturnType<typeof setTimeout> | undefined;
+    // `AbortSignal.timeout`, not `setTimeout`: Deno 2.9's first `setTimeout` loads Node's
+    // timers, 17-18 ms, which would come before the node listens.
+    const giveUp = AbortSignal.timeout(300);
     const locked = await Promise.race([
       file.lock(true).then(() => true),
-      new Promise<false>((r) => (timer = setTimeout(() => r(false), 300))),
+      new Promise<false>((r) =>
+        giveUp.addEventListener("abort", () => r(false), { once: true })
+      ),
     ]);
-    clearTimeout(timer);
     if (!locked) {
       try {
         file.close();

@@ -279,15 +279,24 @@ export function parseTopology(text: string, source: string): Topology {
   return { servers };
 }
 
-/** Reads and validates a topology file. */
-export async function loadTopology(path: string): Promise<Topology> {
+/**
+ * Reads and validates a topology file. One small file, read at start synchronously: an
+ * async read takes a trip through the runtime's blocking thread pool.
+ */
+export function loadTopology(path: string): Promise<Topology> {
   let text: string;
   try {
-    text = await Deno.readTextFile(path);
+    text = Deno.readTextFileSync(path);
   } catch (e) {
-    throw new TopologyError(
-      `cannot read topology file ${path}: ${(e as Error).message}`,
+    return Promise.reject(
+      new TopologyError(
+        `cannot read topology file ${path}: ${(e as Error).message}`,
+      ),
     );
   }
-  return parseTopology(text, path);
+  try {
+    return Promise.resolve(parseTopology(text, path));
+  } catch (e) {
+    return Promise.reject(e);
+  }
 }
