@@ -1,7 +1,7 @@
 /**
  * The operator's contract, as data: command-line flags and environment variables become a
- * validated node configuration. Every mistake
- * is a `ConfigError` with one clear line; `main.ts` prints it and exits 2.
+ * validated node configuration. Every mistake is a `ConfigError` with one clear line;
+ * `main.ts` prints it and exits 2.
  *
  * @example
  * ```ts
