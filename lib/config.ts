@@ -64,6 +64,7 @@ export function parseFlags(args: string[]): Flags {
       help = true;
       continue;
     }
+    if (arg === "--" && i === args.length - 1) break; // nothing after it: as parseArgs did
     if (!arg.startsWith("--") || arg === "--") {
       const extra = arg === "--" ? args[i + 1] ?? "--" : arg;
       throw new ConfigError(

@@ -198,8 +198,14 @@ export class NodeLog {
   traffic(conn: number, dir: "in" | "out", line: string, bytes?: number): void {
     if (this.#closed) return;
     const entry: Traffic = { ms: this.#opts.now(), conn, dir, line, bytes };
-    if (this.#file === null) this.#pushText(this.#format(entry));
-    else this.#pushEntry(entry, TRAFFIC_BYTES + this.node.length + line.length);
+    // A reply of several lines comes as its first line, a slice of the whole reply (up to
+    // 256 KiB): kept as it is, the entry would keep the reply alive until the drain, past
+    // what the buffer's bound counts. Formatted now, only the line is kept.
+    if (this.#file === null || bytes !== undefined) {
+      this.#pushText(this.#format(entry));
+    } else {
+      this.#pushEntry(entry, TRAFFIC_BYTES + this.node.length + line.length);
+    }
   }
 
   /**

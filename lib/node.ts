@@ -438,12 +438,20 @@ export class HerdNode {
     // `AbortSignal.timeout`, not `setTimeout`: Deno 2.9's first `setTimeout` loads Node's
     // timers, 17-18 ms, which would come before the node listens.
     const giveUp = AbortSignal.timeout(300);
-    const locked = await Promise.race([
-      file.lock(true).then(() => true),
-      new Promise<false>((r) =>
-        giveUp.addEventListener("abort", () => r(false), { once: true })
-      ),
-    ]);
+    let locked: boolean;
+    try {
+      locked = await Promise.race([
+        file.lock(true).then(() => true),
+        new Promise<false>((r) =>
+          giveUp.addEventListener("abort", () => r(false), { once: true })
+        ),
+      ]);
+    } catch (e) {
+      file.close();
+      throw new NodeStartError(
+        `cannot lock ${lockPath}: ${(e as Error).message}`,
+      );
+    }
     if (!locked) {
       try {
         file.close();
@@ -488,7 +496,12 @@ export class HerdNode {
     return { at, gate: this.#store.durable() };
   }
 
-  /** Offers a client's record; an accepted one is relayed and watched. */
+  /**
+   * Offers a client's record; an accepted one is relayed and watched. Every record the store
+   * accepts is published at once, here or in `#onRecords`, to every ready link but the one
+   * it came from: catch-up relies on it, leaving clients first seen during a comparison to
+   * the flood (`Store.recordsIn`). A new way into the store must publish too.
+   */
   #accept(line: string, client: string): void {
     if (!this.#store.offer(line, client)) return;
     this.#flood.publish([line]);

@@ -64,10 +64,11 @@ class ShapeError extends Error {
   }
 }
 
-/** A JSON value's kind, as the messages name it. */
+/** A JSON value's kind, as the messages name it (`1e999` parses to Infinity). */
 function kind(v: unknown): string {
   if (v === null) return "null";
   if (Array.isArray(v)) return "array";
+  if (typeof v === "number" && !Number.isFinite(v)) return String(v);
   return typeof v;
 }
 
@@ -106,7 +107,7 @@ function noOtherKeys(
 }
 
 function port(v: unknown, path: string[]): number {
-  if (typeof v !== "number") {
+  if (typeof v !== "number" || !Number.isFinite(v)) {
     throw new ShapeError(
       path,
       `Invalid input: expected number, received ${kind(v)}`,
@@ -131,11 +132,13 @@ const SERVER_KEYS = [
   "neighbors",
 ] as const;
 
-/** The file's servers, each field checked in the order the entry lists them. */
+/**
+ * The file's servers, checked server by server (host, port, peerPort, httpPort, neighbors,
+ * then unknown keys), then the top level's unknown keys: the first problem is reported.
+ */
 function checkedServers(raw: unknown): [string, RawServer][] {
   const top = object(raw, []);
   const all = object(top.servers, ["servers"], "record");
-  noOtherKeys(top, [], TOP_KEYS);
   const out: [string, RawServer][] = [];
   for (const [name, value] of Object.entries(all)) {
     const at = ["servers", name];
@@ -183,6 +186,7 @@ function checkedServers(raw: unknown): [string, RawServer][] {
     noOtherKeys(v, at, SERVER_KEYS);
     out.push([name, spec]);
   }
+  noOtherKeys(top, [], TOP_KEYS);
   return out;
 }
 

@@ -47,6 +47,8 @@ Deno.test("parseFlags reads --flag value and --flag=value, with defaults for wha
   assert.equal(parseFlags(["--name", "-"]).name, "-");
   // The last of a repeated flag wins.
   assert.equal(parseFlags(["--name", "A", "--name", "B"]).name, "B");
+  // A final "--" with nothing after it is allowed, as parseArgs allowed it.
+  assert.equal(parseFlags(["--name", "A", "--"]).name, "A");
 });
 
 Deno.test("parseFlags: --help or -h anywhere asks for the usage, whatever else is there", () => {

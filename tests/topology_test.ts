@@ -249,6 +249,17 @@ Deno.test("parseTopology rejects unknown keys at any level", () => {
   );
 });
 
+Deno.test("parseTopology reports a server's bad field before the top level's unknown keys, and names a port of 1e999", () => {
+  rejects(
+    '{"servers": {"A": {"host": 1, "port": 1}}, "q": 1}',
+    /at servers\.A\.host: .*expected string, received number/,
+  );
+  rejects(
+    '{"servers": {"A": {"host": "h", "port": 1e999}}}',
+    /at servers\.A\.port: .*expected number, received Infinity/,
+  );
+});
+
 Deno.test("parseTopology rejects a missing or wrongly typed host", () => {
   rejects(
     json({ A: { port: 1 } }),
