@@ -14,10 +14,10 @@
  * @module
  */
 
-import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { newSecret } from "./bus/secret.ts";
 import { DEFAULT_TOPOLOGY, ENV_VARS, herdSecret, readEnv } from "./config.ts";
+import { httpSocketPath } from "./http/server.ts";
 import type { PlacesProvider } from "./places/contract.ts";
 import {
   endpointOf,
@@ -143,7 +143,7 @@ export function nodeArgs(
   // The HTTP face's own Unix socket behind its front (lib/http/server.ts): Deno grants a
   // socket by its absolute path only.
   if (spec.httpPort !== undefined) {
-    net.add(`unix:${resolve(dataDir, `${spec.name}.http.sock`)}`);
+    net.add(`unix:${httpSocketPath(dataDir, spec.name)}`);
   }
   const args = [
     "run",

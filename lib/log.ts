@@ -204,7 +204,7 @@ export class NodeLog {
     if (this.#file === null || bytes !== undefined) {
       this.#pushText(this.#format(entry));
     } else {
-      this.#pushEntry(entry, TRAFFIC_BYTES + this.node.length + line.length);
+      this.#pushEntry(entry);
     }
   }
 
@@ -346,11 +346,19 @@ export class NodeLog {
       if (this.memory.length > 100_000) this.memory.splice(0, 50_000);
       return;
     }
-    this.#pushEntry(text, text.length);
+    this.#pushEntry(text);
   }
 
-  /** Buffers an entry of about `size` bytes (a line, or traffic the drain formats). */
-  #pushEntry(entry: string | Traffic, size: number): void {
+  /** What a buffered entry counts against the bounds: a line its length, traffic an estimate. */
+  #sizeOf(entry: string | Traffic): number {
+    return typeof entry === "string"
+      ? entry.length
+      : TRAFFIC_BYTES + this.node.length + entry.line.length;
+  }
+
+  /** Buffers an entry (a line, or traffic the drain formats). */
+  #pushEntry(entry: string | Traffic): void {
+    const size = this.#sizeOf(entry);
     if (this.#bufBytes + size > this.#opts.maxBufferBytes) {
       this.#dropped++;
       return;
@@ -418,9 +426,7 @@ export class NodeLog {
         }
         lines.push(line);
         size += line.length + 1;
-        estimated += typeof entry === "string"
-          ? line.length + 1
-          : TRAFFIC_BYTES + this.node.length + entry.line.length + 1;
+        estimated += this.#sizeOf(entry) + 1;
       }
       const text = lines.join("\n") + "\n";
       this.#buf = lines.length === this.#buf.length

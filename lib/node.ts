@@ -31,7 +31,7 @@ import { BusListener } from "./bus/listener.ts";
 import type { BusSettings } from "./bus/types.ts";
 import { Flood } from "./flood.ts";
 import { HerdMetrics, renderMetrics } from "./http/herd_metrics.ts";
-import { HttpFace, type HttpTuning } from "./http/server.ts";
+import { HttpFace, httpSocketPath, type HttpTuning } from "./http/server.ts";
 import type { HttpApi } from "./http/types.ts";
 import { IdleGc } from "./idle_gc.ts";
 import { parseLocation } from "./location.ts";
@@ -314,7 +314,7 @@ export class HerdNode {
       port,
       ...(this.config.dataDir === null
         ? {}
-        : { socketPath: `${this.config.dataDir}/${this.name}.http.sock` }),
+        : { socketPath: httpSocketPath(this.config.dataDir, this.name) }),
       api: this.#httpApi(),
       log: this.#log,
       onResponse: (status) => this.#metrics.httpResponse(status),

@@ -46,6 +46,28 @@ function wire() {
   };
 }
 
+/**
+ * A dialer over `store` that has sent its `SUM`, with the wire it writes to, the records it
+ * pushes and its stats.
+ */
+function dialing(
+  store: ReturnType<typeof storeOf>,
+  bound = { entries: 100, bytes: 10_000 },
+) {
+  const w = wire();
+  const pushed: string[] = [];
+  const dialer = new CatchupDialer(
+    store,
+    w,
+    (records) => (pushed.push(...records), true),
+    bound,
+    1024 * 1024,
+  );
+  const stats = newStats();
+  dialer.sum();
+  return { dialer, w, pushed, stats };
+}
+
 const at = (client: string, time: string) =>
   `AT Alford +0.000000000 ${client} +1+1 ${time}`;
 
@@ -62,17 +84,7 @@ Deno.test("catch-up dialer: sends only the records the acceptor lacks, holds old
     `AT Ball +0.000000000 tie +1+1 3`,
     at("theirs-only", "2"),
   ];
-  const w = wire();
-  const pushed: string[] = [];
-  const dialer = new CatchupDialer(
-    storeOf(mine),
-    w,
-    (records) => (pushed.push(...records), true),
-    { entries: 100, bytes: 10_000 },
-    1024 * 1024,
-  );
-  const stats = newStats();
-  dialer.sum();
+  const { dialer, w, pushed, stats } = dialing(storeOf(mine));
   assert.equal(w.sent[0].kind, "sum");
   const buckets = storeOf(theirs).digest.encode();
   assert.equal(
@@ -113,17 +125,7 @@ Deno.test("catch-up dialer: a client first seen during the comparison is left to
     late = `late${i}`;
   }
   const store = storeOf(mine);
-  const w = wire();
-  const pushed: string[] = [];
-  const dialer = new CatchupDialer(
-    store,
-    w,
-    (records) => (pushed.push(...records), true),
-    { entries: 100, bytes: 10_000 },
-    1024 * 1024,
-  );
-  const stats = newStats();
-  dialer.sum();
+  const { dialer, w, pushed, stats } = dialing(store);
   await dialer.handle(
     { kind: "buckets", digest: new Digest().encode() },
     stats,
@@ -284,17 +286,10 @@ Deno.test("catch-up dialer: pushes exactly what the acceptor lacks, holds older,
           if (m) mine.push(line(m));
           if (t) theirs.push(line(t));
         });
-        const w = wire();
-        const pushed: string[] = [];
-        const dialer = new CatchupDialer(
-          storeOf(mine),
-          w,
-          (records) => (pushed.push(...records), true),
-          { entries: 1000, bytes: 100_000 },
-          1024 * 1024,
-        );
-        const stats = newStats();
-        dialer.sum();
+        const { dialer, w, pushed, stats } = dialing(storeOf(mine), {
+          entries: 1000,
+          bytes: 100_000,
+        });
         await dialer.handle(
           { kind: "buckets", digest: storeOf(theirs).digest.encode() },
           stats,

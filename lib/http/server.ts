@@ -76,6 +76,14 @@ export function usableSocket(path: string): string | null {
 }
 
 /**
+ * Where node `name` with data directory `dataDir` puts its HTTP face's socket, absolute: the
+ * path the node serves on and the one `deno task herd` grants it (they must be equal).
+ */
+export function httpSocketPath(dataDir: string, name: string): string {
+  return absolutePath(`${dataDir}/${name}.http.sock`);
+}
+
+/**
  * `path` made absolute against the working directory and normalised (`.`, `..` and repeated
  * slashes resolved), as `node:path`'s `resolve` gives it on POSIX; the Node compatibility
  * layer is 15-20 ms of a node's start-up, and this is all the node needed of it.
