@@ -72,6 +72,12 @@ export interface StoreOptions {
   valuesPerCommit?: number;
   /** Snapshot once the log holds this many records and at least as many as the state. Default 100,000. */
   snapshotMinRecords?: number;
+  /**
+   * A snapshot that is due waits until no commit has landed for this long, in ms, unless the
+   * log has grown to twice its due size: a node folds after a burst, not during it.
+   * Default 1,000; 0 folds as soon as it is due.
+   */
+  snapshotQuietMs?: number;
   /** Pending bytes beyond which writers are asked to wait. Default 32 MiB. */
   congestionBytes?: number;
   /** Attempts at one commit before it is given up. Default 6. */
@@ -98,6 +104,7 @@ export const STORE_DEFAULTS = {
   valueBytes: 60_000,
   valuesPerCommit: 10,
   snapshotMinRecords: 100_000,
+  snapshotQuietMs: 1_000,
   congestionBytes: 32 * 1024 * 1024,
   commitAttempts: 6,
   retryBaseMs: 100,
@@ -188,6 +195,9 @@ export class Store {
   #meta: SnapMeta;
   #walSinceSnap = 0;
   #snapshotting: Promise<void> | null = null;
+  /** When the last log commit landed (`now()`), and the check waiting for quiet. */
+  #lastCommitAt = -Infinity;
+  #quietCheck: ReturnType<typeof setTimeout> | undefined;
   /** A load's lines found and not yet merged: offset, end, client start and end, and hash. */
   readonly #lines = new Int32Array(4 * LINES_AT_ONCE);
   readonly #lineHashes = new Uint32Array(LINES_AT_ONCE);
@@ -226,6 +236,7 @@ export class Store {
       valueBytes: Math.min(opts.valueBytes ?? d.valueBytes, KV_VALUE_LIMIT),
       valuesPerCommit: opts.valuesPerCommit ?? d.valuesPerCommit,
       snapshotMinRecords: opts.snapshotMinRecords ?? d.snapshotMinRecords,
+      snapshotQuietMs: opts.snapshotQuietMs ?? d.snapshotQuietMs,
       congestionBytes: opts.congestionBytes ?? d.congestionBytes,
       commitAttempts: Math.max(1, opts.commitAttempts ?? d.commitAttempts),
       retryBaseMs: opts.retryBaseMs ?? d.retryBaseMs,
@@ -485,6 +496,7 @@ export class Store {
         this.#inflightGate = null;
         gate.open();
         this.#walSinceSnap += lines.length;
+        this.#lastCommitAt = this.#o.now();
         this.#maybeSnapshot();
       }
     } finally {
@@ -550,10 +562,27 @@ export class Store {
   // -------------------------------------------------------------------------------------
   // Snapshots.
 
+  /**
+   * Starts folding the log once it is due: as many records as the state (at least
+   * `snapshotMinRecords`). While commits keep landing it waits for `snapshotQuietMs`
+   * without one, unless the log reaches twice that: a fold reads and writes as much as
+   * the state, and five nodes folding at once in the middle of a flood cost the herd a
+   * sixth of its throughput (docs/benchmarks.md). So a restart reads a snapshot and at
+   * most about twice the state of log.
+   */
   #maybeSnapshot(): void {
     if (this.#state !== "ready" || this.#snapshotting) return;
     const need = Math.max(this.#o.snapshotMinRecords, this.#table.size);
     if (this.#walSinceSnap < need) return;
+    const quietFor = this.#o.now() - this.#lastCommitAt;
+    const wait = this.#o.snapshotQuietMs - quietFor;
+    if (wait > 0 && this.#walSinceSnap < 2 * need) {
+      this.#quietCheck ??= setTimeout(() => {
+        this.#quietCheck = undefined;
+        this.#maybeSnapshot();
+      }, wait);
+      return;
+    }
     this.#snapshotting = this.snapshot().catch((e) => {
       this.#log?.warn("snapshot_failed", { error: (e as Error).message });
     }).finally(() => (this.#snapshotting = null));
@@ -861,6 +890,8 @@ export class Store {
     if (this.#state === "closed") return;
     this.#state = "stopping";
     this.#halt.abort();
+    clearTimeout(this.#quietCheck);
+    this.#quietCheck = undefined;
   }
 
   /**

@@ -486,7 +486,11 @@ Deno.test("Store: once the log outgrows the state it is folded into a snapshot, 
   };
   {
     using kv = await openKv(path);
-    await using store = await openStore(kv, { log, snapshotMinRecords: 100 });
+    await using store = await openStore(kv, {
+      log,
+      snapshotMinRecords: 100,
+      snapshotQuietMs: 0,
+    });
     await store.loaded;
     for (let i = 0; i < 60; i++) offer(store, `c${i}`, "10");
     await store.durable()!.promise;
@@ -526,6 +530,41 @@ Deno.test("Store: once the log outgrows the state it is folded into a snapshot, 
     want,
   );
   assert.equal(store.size, 70);
+});
+
+Deno.test("Store: a fold that is due waits until commits have stopped for the quiet time, and starts anyway once the log is twice its due size", async () => {
+  using kv = await Deno.openKv(":memory:");
+  let clock = 0;
+  await using store = await openStore(kv, {
+    snapshotMinRecords: 100,
+    snapshotQuietMs: 20,
+    now: () => clock,
+  });
+  await store.loaded;
+  // 60 clients, one round of updates each: 120 records in the log, due at 100.
+  let time = 10;
+  const round = async () => {
+    time++;
+    for (let i = 0; i < 60; i++) store.offer(at(`c${i}`, String(time)));
+    await store.durable()!.promise;
+  };
+  await round();
+  await round();
+  // The clock stands still just after a commit: every quiet check (each 20 ms) finds the
+  // node busy, so nothing is folded.
+  await new Promise((r) => setTimeout(r, 150));
+  assert.equal(store.stats().snapshots, 0, "folded while busy");
+  // Quiet for 20 ms by the clock: the next check folds.
+  clock += 20;
+  await waitFor(() => store.stats().snapshots === 1, 5000, "a quiet fold");
+  assert.equal(store.stats().walRecords, 0);
+  // Busy again, the clock still: at 180 records the fold waits; at 240, over twice the
+  // due 100, it starts.
+  for (let n = 0; n < 3; n++) await round();
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(store.stats().snapshots, 1, "folded under twice the due size");
+  await round();
+  await waitFor(() => store.stats().snapshots === 2, 5000, "a forced fold");
 });
 
 Deno.test("Store: a crash after a snapshot was written but before the folded log was deleted loses nothing, and the next snapshot collects the leftovers", async () => {
