@@ -96,19 +96,19 @@ interface CommitShape {
 
 /**
  * Wraps a KV so every atomic commit is measured, and so a test can hold commits: each commit
- * first awaits `gate()` (default: at once).
+ * first awaits `gate(its first key)` (default: at once).
  */
 function measuredKv(kv: Deno.Kv): {
   kv: Deno.Kv;
   commits: CommitShape[];
-  gate: () => Promise<void>;
-  setGate(g: () => Promise<void>): void;
+  gate: (first?: Deno.KvKey) => Promise<void>;
+  setGate(g: (first?: Deno.KvKey) => Promise<void>): void;
 } {
   const state = {
     kv: kv,
     commits: [] as CommitShape[],
-    gate: () => Promise.resolve(),
-    setGate(g: () => Promise<void>) {
+    gate: (_first?: Deno.KvKey) => Promise.resolve(),
+    setGate(g: (first?: Deno.KvKey) => Promise<void>) {
       state.gate = g;
     },
   };
@@ -122,8 +122,10 @@ function measuredKv(kv: Deno.Kv): {
   const atomic = () => {
     const op = kv.atomic();
     const shape: CommitShape = { mutations: 0, bytes: 0, largestValue: 0 };
+    let first: Deno.KvKey | undefined;
     const wrapper = {
       set(key: Deno.KvKey, value: unknown) {
+        first ??= key;
         shape.mutations++;
         shape.bytes += size(key) + size(value);
         shape.largestValue = Math.max(shape.largestValue, size(value));
@@ -137,7 +139,7 @@ function measuredKv(kv: Deno.Kv): {
         return wrapper;
       },
       async commit() {
-        await state.gate();
+        await state.gate(first);
         const res = await op.commit();
         state.commits.push(shape);
         return res;
@@ -534,8 +536,13 @@ Deno.test("Store: once the log outgrows the state it is folded into a snapshot, 
 
 Deno.test("Store: a fold that is due waits until commits have stopped for the quiet time, and starts anyway once the log is twice its due size", async () => {
   using kv = await Deno.openKv(":memory:");
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  // A fold has ended, its folded log deleted, when it logs.
+  const folds = () =>
+    log.memory.filter((l) => JSON.parse(l).event === "snapshot").length;
   let clock = 0;
   await using store = await openStore(kv, {
+    log,
     snapshotMinRecords: 100,
     snapshotQuietMs: 20,
     now: () => clock,
@@ -553,18 +560,71 @@ Deno.test("Store: a fold that is due waits until commits have stopped for the qu
   // The clock stands still just after a commit: every quiet check (each 20 ms) finds the
   // node busy, so nothing is folded.
   await new Promise((r) => setTimeout(r, 150));
-  assert.equal(store.stats().snapshots, 0, "folded while busy");
+  assert.equal(folds(), 0, "folded while busy");
   // Quiet for 20 ms by the clock: the next check folds.
   clock += 20;
-  await waitFor(() => store.stats().snapshots === 1, 5000, "a quiet fold");
+  await waitFor(() => folds() === 1, 5000, "a quiet fold");
   assert.equal(store.stats().walRecords, 0);
   // Busy again, the clock still: at 180 records the fold waits; at 240, over twice the
   // due 100, it starts.
   for (let n = 0; n < 3; n++) await round();
   await new Promise((r) => setTimeout(r, 100));
-  assert.equal(store.stats().snapshots, 1, "folded under twice the due size");
+  assert.equal(folds(), 1, "folded under twice the due size");
   await round();
-  await waitFor(() => store.stats().snapshots === 2, 5000, "a forced fold");
+  await waitFor(() => folds() === 2, 5000, "a forced fold");
+});
+
+Deno.test("Store: records that land during a fold leave the log due again, and once quiet the next fold starts with no further commit", async () => {
+  using raw = await Deno.openKv(":memory:");
+  const m = measuredKv(raw);
+  const log = await NodeLog.open({ node: "A", path: null, console: false });
+  const folds = () =>
+    log.memory.filter((l) => JSON.parse(l).event === "snapshot").length;
+  // The fold's chunk commit waits here while the test commits more records.
+  const held = Promise.withResolvers<void>();
+  let holding = false;
+  let reached = false;
+  m.setGate((first) => {
+    if (!holding || first?.[0] !== "snap") return Promise.resolve();
+    reached = true;
+    return held.promise;
+  });
+  let clock = 0;
+  await using store = await openStore(m.kv, {
+    log,
+    snapshotMinRecords: 100,
+    snapshotQuietMs: 20,
+    now: () => clock,
+  });
+  await store.loaded;
+  let time = 10;
+  const round = async () => {
+    time++;
+    for (let i = 0; i < 60; i++) store.offer(at(`c${i}`, String(time)));
+    await store.durable()!.promise;
+  };
+  await round();
+  await round();
+  holding = true;
+  clock += 20;
+  await waitFor(() => reached, 5000, "the fold's chunk commit");
+  // 120 more records while the fold of the first 120 is held.
+  const before = m.commits.length;
+  await round();
+  await round();
+  assert.equal(
+    m.commits.length,
+    before + 2,
+    "the log commits pass the held fold",
+  );
+  held.resolve();
+  await waitFor(() => folds() === 1, 5000, "the first fold");
+  assert.equal(store.stats().walRecords, 120);
+  // No commit comes now: the store itself looks again, and folds once quiet by the clock.
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(folds(), 1, "folded before the quiet time");
+  clock += 20;
+  await waitFor(() => folds() === 2, 5000, "the fold after the fold");
 });
 
 Deno.test("Store: a crash after a snapshot was written but before the folded log was deleted loses nothing, and the next snapshot collects the leftovers", async () => {
