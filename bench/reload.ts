@@ -6,6 +6,10 @@
  * this process, the load's wall and CPU time and memory per client once loaded (V8 heap, and
  * `external`: the stored values the loaded lines stay in).
  *
+ * `BENCH_LOG_ROUNDS` (default 0) updates every client that many times more after the
+ * snapshot, so that the restart also reads a log of that many times the clients: 2 is the
+ * worst case a node that never has a quiet second can leave (docs/store.md).
+ *
  * Run with `--v8-flags=--expose-gc` for the memory figure.
  *
  * @module
@@ -42,6 +46,7 @@ function processRssMb(pid: number): number | null {
 }
 
 const clients = Number(Deno.env.get("BENCH_CLIENTS") ?? 1_000_000);
+const logRounds = Number(Deno.env.get("BENCH_LOG_ROUNDS") ?? 0);
 const dir = await Deno.makeTempDir({ prefix: "herd-bench-reload-" });
 try {
   const topo = await writeTopology(dir, ["Alford"], []);
@@ -56,18 +61,21 @@ try {
       snapshotMinRecords: Number.MAX_SAFE_INTEGER,
     });
     await store.loaded;
-    for (let i = 0; i < clients; i += 10_000) {
-      for (let j = i; j < Math.min(clients, i + 10_000); j++) {
-        store.offer(
-          `AT Alford +0.263873386 client-${j} +34.${j % 1000000}-118.445127 ${
-            1700000000 + j
-          }.918963997`,
-          `client-${j}`,
-        );
+    for (let round = 0; round <= logRounds; round++) {
+      for (let i = 0; i < clients; i += 10_000) {
+        for (let j = i; j < Math.min(clients, i + 10_000); j++) {
+          store.offer(
+            `AT Alford +0.263873386 client-${j} +34.${j % 1000000}-118.445127 ${
+              1700000000 + j + round * clients
+            }.918963997`,
+            `client-${j}`,
+          );
+        }
+        await store.durable()?.promise;
       }
-      await store.durable()?.promise;
+      // The first round is the snapshot; later rounds stay in the log.
+      if (round === 0) await store.snapshot();
     }
-    await store.snapshot();
     await store.close();
     kv.close();
   }
@@ -105,6 +113,7 @@ try {
     const rssMb = processRssMb(node.child.pid);
     result("reload", {
       clients,
+      ...(logRounds > 0 ? { log_records: logRounds * clients } : {}),
       build_s: Math.round(buildMs / 100) / 10,
       spawn_to_listening_ms: Math.round(listenMs),
       spawn_to_loaded_ms: Math.round(loaded.ms),
