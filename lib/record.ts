@@ -33,6 +33,86 @@ export function compareRecords(a: string, b: string): number {
   return a === b ? 0 : a < b ? -1 : 1;
 }
 
+/**
+ * `compareRecords` of two lines held as bytes (`a[aFrom, aTo)` and `b[bFrom, bTo)`, one
+ * byte a char, as stored values hold them), without making strings of them: a load that
+ * replays a log compares every record with the one it replaces.
+ */
+export function compareRecordsIn(
+  a: Uint8Array,
+  aFrom: number,
+  aTo: number,
+  b: Uint8Array,
+  bFrom: number,
+  bTo: number,
+): number {
+  const byTime = compareTimeIn(
+    a,
+    Math.max(aFrom, a.lastIndexOf(SPACE, aTo - 1) + 1),
+    aTo,
+    b,
+    Math.max(bFrom, b.lastIndexOf(SPACE, bTo - 1) + 1),
+    bTo,
+  );
+  if (byTime !== 0) return byTime;
+  return compareBytes(a, aFrom, aTo, b, bFrom, bTo);
+}
+
+const SPACE = 32;
+const DOT = 46;
+const ZERO = 48;
+
+/** `compareTimeText` of `a[af, at)` and `b[bf, bt)`, step for step. */
+function compareTimeIn(
+  a: Uint8Array,
+  af: number,
+  at: number,
+  b: Uint8Array,
+  bf: number,
+  bt: number,
+): number {
+  let da = a.indexOf(DOT, af);
+  if (da < 0 || da >= at) da = at;
+  let db = b.indexOf(DOT, bf);
+  if (db < 0 || db >= bt) db = bt;
+  // The integer parts without leading zeros (one digit kept): the longer is larger.
+  while (af < da - 1 && a[af] === ZERO) af++;
+  while (bf < db - 1 && b[bf] === ZERO) bf++;
+  if (da - af !== db - bf) return (da - af) - (db - bf);
+  const byInteger = compareBytes(a, af, da, b, bf, db);
+  if (byInteger !== 0) return byInteger;
+  // The fractions, each padded with zeros to nine digits, compared as text.
+  const fa = da < at ? da + 1 : at;
+  const fb = db < bt ? db + 1 : bt;
+  const la = Math.max(at - fa, 9);
+  const lb = Math.max(bt - fb, 9);
+  for (let k = 0; k < la && k < lb; k++) {
+    const ca = fa + k < at ? a[fa + k] : ZERO;
+    const cb = fb + k < bt ? b[fb + k] : ZERO;
+    if (ca !== cb) return ca < cb ? -1 : 1;
+  }
+  return la === lb ? 0 : la < lb ? -1 : 1;
+}
+
+/** `a[af, at)` against `b[bf, bt)` as text: -1, 0 or 1. */
+function compareBytes(
+  a: Uint8Array,
+  af: number,
+  at: number,
+  b: Uint8Array,
+  bf: number,
+  bt: number,
+): number {
+  const n = Math.min(at - af, bt - bf);
+  for (let k = 0; k < n; k++) {
+    const d = a[af + k] - b[bf + k];
+    if (d !== 0) return d < 0 ? -1 : 1;
+  }
+  const la = at - af;
+  const lb = bt - bf;
+  return la === lb ? 0 : la < lb ? -1 : 1;
+}
+
 /** The client id of a well-formed AT line (its fourth field). */
 export function clientOf(line: string): string {
   let start = 0;

@@ -49,7 +49,7 @@ import {
 import { pause } from "./async.ts";
 import { Gate } from "./gate.ts";
 import type { NodeLog } from "./log.ts";
-import { clientOf, compareRecords } from "./record.ts";
+import { clientOf, compareRecords, compareRecordsIn } from "./record.ts";
 import {
   decodeMeta,
   encodeMeta,
@@ -858,18 +858,40 @@ export class Store {
       }
       return;
     }
-    const held = t.lineAt(i);
-    const newer = compareRecords(lineIn(bytes, off), held) > 0;
+    // The held line is compared and hashed where it is, when it came from a stored value too
+    // (always, unless a client offered it during the load).
+    const heldOff = t.storedOffset(i);
+    let held: string | Uint8Array;
+    let heldFrom: number;
+    let heldTo: number;
+    let newer: boolean;
+    if (heldOff >= 0) {
+      held = t.storedValue(i);
+      heldFrom = heldOff;
+      heldTo = held.indexOf(10, heldOff);
+      if (heldTo < 0) heldTo = held.length;
+      newer = compareRecordsIn(bytes, off, end, held, heldFrom, heldTo) > 0;
+    } else {
+      held = t.lineAt(i);
+      heldFrom = 0;
+      heldTo = held.length;
+      newer = compareRecords(lineIn(bytes, off), held) > 0;
+    }
     if (newer) t.set(i, bytes, off);
     if (counted) {
       // Two records of one client were counted: keep the winner's.
       digest.counts[b]--;
-      if (newer) digest.toggle(b, held, 0, held.length);
-      else digest.toggleIn(b, bytes, off, end);
-    } else if (newer) {
-      digest.toggle(b, held, 0, held.length);
-      digest.toggleIn(b, bytes, off, end);
+      if (!newer) {
+        digest.toggleIn(b, bytes, off, end);
+        return;
+      }
+    } else if (!newer) {
+      return;
     }
+    // The held line leaves the digest (and the new one, when not yet counted, joins it).
+    if (typeof held === "string") digest.toggle(b, held, heldFrom, heldTo);
+    else digest.toggleIn(b, held, heldFrom, heldTo);
+    if (!counted) digest.toggleIn(b, bytes, off, end);
   }
 
   #abandonLoad(): void {

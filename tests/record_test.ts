@@ -8,6 +8,7 @@ import fc from "fast-check";
 import {
   clientOf,
   compareRecords,
+  compareRecordsIn,
   formatAt,
   isClientId,
   MAX_CLIENT_ID_BYTES,
@@ -15,7 +16,7 @@ import {
   timeOf,
 } from "../lib/record.ts";
 import { parseClientTime } from "../lib/clock.ts";
-import { utf8ByteString } from "../lib/bytes.ts";
+import { stringToBytes, utf8ByteString } from "../lib/bytes.ts";
 
 const RUNS = { numRuns: 300 };
 
@@ -164,6 +165,63 @@ Deno.test("compareRecords compares bytes, not UTF-16 or locale order", () => {
       "AT Ball +0.000000000 Z +1+1 1",
       "AT Ball +0.000000000 a +1+1 1",
     ) < 0,
+  );
+});
+
+/** `compareRecordsIn` of two lines, each inside a value between other lines, as a load sees them. */
+function compareIn(a: string, b: string): number {
+  const va = stringToBytes(
+    `AT X +0.000000000 before +1+1 99\n${a}\nAT X +0 after +1+1 1`,
+  );
+  const vb = stringToBytes(`${b}\nAT X +0.000000000 after +1+1 0`);
+  const af = va.indexOf(10) + 1;
+  return Math.sign(compareRecordsIn(va, af, af + a.length, vb, 0, b.length));
+}
+
+Deno.test("compareRecordsIn orders lines held as bytes exactly as compareRecords orders their strings", () => {
+  const pairs: [string, string][] = [
+    [
+      "AT Welsh +9.000000000 kiwi +34-118 10",
+      "AT Alford +0.000000000 kiwi +34-118 11",
+    ],
+    ["AT A +0.000000000 k +1+1 9.999999999", "AT A +0.000000000 k +1+1 10"],
+    ["AT Alford +0.1 kiwi +34-118 10.5", "AT Ball +0.2 kiwi +34-118 10.50"],
+    [
+      "AT Ball +0.000000000 kiwi +34-118 10.5",
+      "AT Ball +0.000000000 kiwi +34-118 10.50",
+    ],
+    [
+      "AT Ball +0.000000000 kiwi +34-118 0011",
+      "AT Ball +0.000000000 kiwi +34-118 9",
+    ],
+    [
+      "AT Ball +0.000000000 kiwi +34-118 1",
+      "AT Ball +0.000000000 kiw\xc3\xa9 +34-118 1",
+    ],
+    [
+      "AT Ball +0.000000000 k +1+1 0",
+      "AT Ball +0.000000000 k +1+1 000.000000000",
+    ],
+    ["AT Ball +0.000000000 k +1+1 1.1", "AT Ball +0.000000000 k +1+1 1.09"],
+  ];
+  for (const [a, b] of pairs) {
+    assert.equal(
+      compareIn(a, b),
+      Math.sign(compareRecords(a, b)),
+      `${a} / ${b}`,
+    );
+    assert.equal(
+      compareIn(b, a),
+      Math.sign(compareRecords(b, a)),
+      `${b} / ${a}`,
+    );
+    assert.equal(compareIn(a, a), 0);
+  }
+  fc.assert(
+    fc.property(atLine, atLine, (a, b) => {
+      assert.equal(compareIn(a, b), Math.sign(compareRecords(a, b)));
+    }),
+    { numRuns: 2000 },
   );
 });
 

@@ -163,6 +163,16 @@ export class RecordTable {
     return lineIn(this.#texts[i] as Uint8Array, off);
   }
 
+  /** The offset of entry `i`'s line in its stored value (`storedValue`), or -1: a string. */
+  storedOffset(i: number): number {
+    return this.#offs[i];
+  }
+
+  /** The stored value entry `i`'s line is in, when `storedOffset(i)` is not -1. */
+  storedValue(i: number): Uint8Array {
+    return this.#texts[i] as Uint8Array;
+  }
+
   /** The client hash of entry `i`. */
   hashAt(i: number): number {
     return this.#hashes[i];
