@@ -46,12 +46,16 @@ export function compareRecordsIn(
   bFrom: number,
   bTo: number,
 ): number {
+  // An empty range has no space to look back from (and lastIndexOf(x, -1) would search
+  // from the end of the whole value).
+  const aSpace = aTo > aFrom ? a.lastIndexOf(SPACE, aTo - 1) : -1;
+  const bSpace = bTo > bFrom ? b.lastIndexOf(SPACE, bTo - 1) : -1;
   const byTime = compareTimeIn(
     a,
-    Math.max(aFrom, a.lastIndexOf(SPACE, aTo - 1) + 1),
+    Math.max(aFrom, aSpace + 1),
     aTo,
     b,
-    Math.max(bFrom, b.lastIndexOf(SPACE, bTo - 1) + 1),
+    Math.max(bFrom, bSpace + 1),
     bTo,
   );
   if (byTime !== 0) return byTime;

@@ -168,14 +168,27 @@ Deno.test("compareRecords compares bytes, not UTF-16 or locale order", () => {
   );
 });
 
-/** `compareRecordsIn` of two lines, each inside a value between other lines, as a load sees them. */
+/**
+ * `compareRecordsIn` of two lines as a load meets them: `a` between two other lines of its
+ * value, `b` first in one value (followed by another line) and last in another (no `\n`
+ * after it); both placements must give the same answer.
+ */
 function compareIn(a: string, b: string): number {
   const va = stringToBytes(
     `AT X +0.000000000 before +1+1 99\n${a}\nAT X +0 after +1+1 1`,
   );
-  const vb = stringToBytes(`${b}\nAT X +0.000000000 after +1+1 0`);
   const af = va.indexOf(10) + 1;
-  return Math.sign(compareRecordsIn(va, af, af + a.length, vb, 0, b.length));
+  const first = stringToBytes(`${b}\nAT X +0.000000000 after +1+1 0`);
+  const last = stringToBytes(`AT X +0.000000000 before +1+1 0\n${b}`);
+  const lf = last.indexOf(10) + 1;
+  const x = Math.sign(
+    compareRecordsIn(va, af, af + a.length, first, 0, b.length),
+  );
+  const y = Math.sign(
+    compareRecordsIn(va, af, af + a.length, last, lf, last.length),
+  );
+  assert.equal(x, y, `${b} first or last in its value`);
+  return x;
 }
 
 Deno.test("compareRecordsIn orders lines held as bytes exactly as compareRecords orders their strings", () => {
@@ -203,6 +216,13 @@ Deno.test("compareRecordsIn orders lines held as bytes exactly as compareRecords
       "AT Ball +0.000000000 k +1+1 000.000000000",
     ],
     ["AT Ball +0.000000000 k +1+1 1.1", "AT Ball +0.000000000 k +1+1 1.09"],
+    ["AT A +0.000000000 k +1+1 1.0000000000", "AT B +0.000000000 k +1+1 1"],
+    [
+      "AT A +0.000000000 k +1+1 1520023934.918963997",
+      "AT A +0.000000000 k +1+1 999999999.9",
+    ],
+    ["AT B +0.000000000 k +1+1 000", "AT A +0.000000000 k +1+1 0.000000000"],
+    ["AT B +0.000000000 k +1+1 1.", "AT A +0.000000000 k +1+1 1"],
   ];
   for (const [a, b] of pairs) {
     assert.equal(
