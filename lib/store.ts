@@ -61,7 +61,7 @@ import {
   storedBytes,
 } from "./store/codec.ts";
 import { storeKeys } from "./store/keys.ts";
-import { lineIn, RecordTable } from "./store/table.ts";
+import { lineEnd, lineIn, RecordTable } from "./store/table.ts";
 
 /** Store tuning; the defaults fit KV's limits (1,000 mutations, 800 KB a commit, 64 KiB a value). */
 export interface StoreOptions {
@@ -868,8 +868,7 @@ export class Store {
     if (heldOff >= 0) {
       held = t.storedValue(i);
       heldFrom = heldOff;
-      heldTo = held.indexOf(10, heldOff);
-      if (heldTo < 0) heldTo = held.length;
+      heldTo = lineEnd(held, heldOff);
       newer = compareRecordsIn(bytes, off, end, held, heldFrom, heldTo) > 0;
     } else {
       held = t.lineAt(i);

@@ -534,27 +534,40 @@ Deno.test("Store: once the log outgrows the state it is folded into a snapshot, 
   assert.equal(store.size, 70);
 });
 
-Deno.test("Store: a fold that is due waits until commits have stopped for the quiet time, and starts anyway once the log is twice its due size", async () => {
-  using kv = await Deno.openKv(":memory:");
+/**
+ * A store that folds at 100 records and after 20 ms of quiet by a clock the test moves
+ * (`clock.ms`), logging to memory: `folds()` counts finished folds (logged after the folded
+ * log is deleted), and `round()` updates the same 60 clients once more and waits for them.
+ */
+async function foldingStore(kv: Deno.Kv) {
   const log = await NodeLog.open({ node: "A", path: null, console: false });
-  // A fold has ended, its folded log deleted, when it logs.
-  const folds = () =>
-    log.memory.filter((l) => JSON.parse(l).event === "snapshot").length;
-  let clock = 0;
-  await using store = await openStore(kv, {
+  const clock = { ms: 0 };
+  const store = await openStore(kv, {
     log,
     snapshotMinRecords: 100,
     snapshotQuietMs: 20,
-    now: () => clock,
+    now: () => clock.ms,
   });
   await store.loaded;
-  // 60 clients, one round of updates each: 120 records in the log, due at 100.
   let time = 10;
-  const round = async () => {
-    time++;
-    for (let i = 0; i < 60; i++) store.offer(at(`c${i}`, String(time)));
-    await store.durable()!.promise;
+  return {
+    store,
+    clock,
+    folds: () =>
+      log.memory.filter((l) => JSON.parse(l).event === "snapshot").length,
+    round: async () => {
+      time++;
+      for (let i = 0; i < 60; i++) store.offer(at(`c${i}`, String(time)));
+      await store.durable()!.promise;
+    },
   };
+}
+
+Deno.test("Store: a fold that is due waits until commits have stopped for the quiet time, and starts anyway once the log is twice its due size", async () => {
+  using kv = await Deno.openKv(":memory:");
+  const { store, clock, folds, round } = await foldingStore(kv);
+  await using _ = store;
+  // 60 clients, one round of updates each: 120 records in the log, due at 100.
   await round();
   await round();
   // The clock stands still just after a commit: every quiet check (each 20 ms) finds the
@@ -562,7 +575,7 @@ Deno.test("Store: a fold that is due waits until commits have stopped for the qu
   await new Promise((r) => setTimeout(r, 150));
   assert.equal(folds(), 0, "folded while busy");
   // Quiet for 20 ms by the clock: the next check folds.
-  clock += 20;
+  clock.ms += 20;
   await waitFor(() => folds() === 1, 5000, "a quiet fold");
   assert.equal(store.stats().walRecords, 0);
   // Busy again, the clock still: at 180 records the fold waits; at 240, over twice the
@@ -577,9 +590,6 @@ Deno.test("Store: a fold that is due waits until commits have stopped for the qu
 Deno.test("Store: records that land during a fold leave the log due again, and once quiet the next fold starts with no further commit", async () => {
   using raw = await Deno.openKv(":memory:");
   const m = measuredKv(raw);
-  const log = await NodeLog.open({ node: "A", path: null, console: false });
-  const folds = () =>
-    log.memory.filter((l) => JSON.parse(l).event === "snapshot").length;
   // The fold's chunk commit waits here while the test commits more records.
   const held = Promise.withResolvers<void>();
   let holding = false;
@@ -589,24 +599,12 @@ Deno.test("Store: records that land during a fold leave the log due again, and o
     reached = true;
     return held.promise;
   });
-  let clock = 0;
-  await using store = await openStore(m.kv, {
-    log,
-    snapshotMinRecords: 100,
-    snapshotQuietMs: 20,
-    now: () => clock,
-  });
-  await store.loaded;
-  let time = 10;
-  const round = async () => {
-    time++;
-    for (let i = 0; i < 60; i++) store.offer(at(`c${i}`, String(time)));
-    await store.durable()!.promise;
-  };
+  const { store, clock, folds, round } = await foldingStore(m.kv);
+  await using _ = store;
   await round();
   await round();
   holding = true;
-  clock += 20;
+  clock.ms += 20;
   await waitFor(() => reached, 5000, "the fold's chunk commit");
   // 120 more records while the fold of the first 120 is held.
   const before = m.commits.length;
@@ -623,7 +621,7 @@ Deno.test("Store: records that land during a fold leave the log due again, and o
   // No commit comes now: the store itself looks again, and folds once quiet by the clock.
   await new Promise((r) => setTimeout(r, 60));
   assert.equal(folds(), 1, "folded before the quiet time");
-  clock += 20;
+  clock.ms += 20;
   await waitFor(() => folds() === 2, 5000, "the fold after the fold");
 });
 

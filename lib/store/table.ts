@@ -50,10 +50,15 @@ export function clientStartIn(bytes: Uint8Array, off: number): number {
   return bytes.indexOf(32, p) + 1;
 }
 
+/** Where the line starting at `bytes[off]` ends: its `\n`, or the end of the bytes. */
+export function lineEnd(bytes: Uint8Array, off: number): number {
+  const end = bytes.indexOf(10, off);
+  return end < 0 ? bytes.length : end;
+}
+
 /** The line starting at `bytes[off]`, up to the next `\n` or the end, as a byte string. */
 export function lineIn(bytes: Uint8Array, off: number): string {
-  const end = bytes.indexOf(10, off);
-  return bytesToString(bytes.subarray(off, end < 0 ? bytes.length : end));
+  return bytesToString(bytes.subarray(off, lineEnd(bytes, off)));
 }
 
 const MIN_SLOTS = 1024;
