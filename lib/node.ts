@@ -267,9 +267,12 @@ export class HerdNode {
     this.#started = true;
     this.#flood.start();
     // Records from neighbors count as work too: a node that only relays a flood saw no
-    // client line, looked quiet, and ran a full collection every second of the flood.
+    // client line, looked quiet, and ran a full collection every second of the flood. A
+    // fold is the aftermath of a burst: collected in the middle of it, its garbage is not
+    // all there yet, and the collection stalls a node already short of CPU.
     this.#idleGc = new IdleGc({
       activity: () => this.#server.activity + this.#flood.stats.recordsReceived,
+      busy: () => this.#store.folding,
     });
     this.#idleGc.start();
     // The offline gazetteer takes CPU to load (a worker, ~0.1 s from its cache, ~0.5 s

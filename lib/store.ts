@@ -283,6 +283,11 @@ export class Store {
     return this.#loadEnd === "complete";
   }
 
+  /** True while the log is being folded into a snapshot. */
+  get folding(): boolean {
+    return this.#snapshotting !== null;
+  }
+
   /** Number of clients known. */
   get size(): number {
     return this.#table.size;

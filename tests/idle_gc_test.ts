@@ -38,6 +38,27 @@ Deno.test("IdleGc collects only when the node was (nearly) quiet since the last 
   assert.equal(runs, 2);
 });
 
+Deno.test("IdleGc waits while the node is busy in the background, then collects at the next quiet look", () => {
+  let busy = true;
+  let runs = 0;
+  let heap = 100;
+  const idle = new IdleGc({
+    activity: () => 0,
+    busy: () => busy,
+    heapBytes: () => heap,
+    gc: () => runs++,
+    growthBytes: 50,
+  });
+  idle.tick(); // first look: nothing to compare with
+  heap = 200;
+  idle.tick(); // quiet and grown, but folding
+  idle.tick();
+  assert.equal(runs, 0);
+  busy = false;
+  idle.tick();
+  assert.equal(runs, 1);
+});
+
 Deno.test("IdleGc finds V8's collector on this Deno (loaded when first due) and gives a grown heap back", async () => {
   const idle = new IdleGc({ activity: () => 0, growthBytes: 8 * 1024 * 1024 });
   let junk: unknown[] = [];
