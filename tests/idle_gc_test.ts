@@ -59,6 +59,27 @@ Deno.test("IdleGc waits while the node is busy in the background, then collects 
   assert.equal(runs, 1);
 });
 
+Deno.test("IdleGc by default: a node handling 20 lines or records a second is busy, one handling 9 is quiet", () => {
+  let work = 0;
+  let runs = 0;
+  let heap = 0;
+  const idle = new IdleGc({
+    activity: () => work,
+    heapBytes: () => heap,
+    gc: () => runs++,
+  });
+  idle.tick();
+  heap = 64 * 1024 * 1024;
+  for (let s = 0; s < 5; s++) {
+    work += 20;
+    idle.tick();
+  }
+  assert.equal(runs, 0, "collected while a trickle of records flowed");
+  work += 9;
+  idle.tick();
+  assert.equal(runs, 1);
+});
+
 Deno.test("IdleGc finds V8's collector on this Deno (loaded when first due) and gives a grown heap back", async () => {
   const idle = new IdleGc({ activity: () => 0, growthBytes: 8 * 1024 * 1024 });
   let junk: unknown[] = [];
