@@ -10,6 +10,9 @@
  *    herd floods every one of them; durable acks a second at Alford, time until the probe
  *    has seen them all, and the CPU (every thread) the nodes spent per record: the herd's
  *    five together, Alford (which takes the IAMATs) and a relay on average.
+ * 3. After the burst: 1.5 s later, propagation again at a trickle (BENCH_AFTER_RATE a
+ *    second, default 100, for 3 s), while every node folds the burst into a snapshot and
+ *    holds its garbage (what a node does in the background then, its relays wait for).
  *
  * @module
  */
@@ -28,6 +31,7 @@ import {
 
 const rate = Number(Deno.env.get("BENCH_RATE") ?? 2000);
 const acks = Number(Deno.env.get("BENCH_HERD_ACKS") ?? 100_000);
+const afterRate = Number(Deno.env.get("BENCH_AFTER_RATE") ?? 100);
 const names = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh", "Probe"];
 const links: [string, string][] = [
   ["Alford", "Hamilton"],
@@ -74,6 +78,55 @@ class Probe {
   }
 }
 
+/**
+ * Sends `rate` IAMATs a second to Alford for `seconds` (ids `prefix-N`), waits (at most
+ * 10 s) until the probe behind Ball has them all, and returns each one's latency from its
+ * send to the probe's receipt, sorted.
+ */
+async function latencies(
+  port: number,
+  rate: number,
+  seconds: number,
+  prefix: string,
+): Promise<number[]> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  conn.setNoDelay(true);
+  const enc = new TextEncoder();
+  const sentAt = new Map<string, number>();
+  const total = rate * seconds;
+  const reading = (async () => {
+    const buf = new Uint8Array(64 * 1024);
+    let got = 0;
+    while (got < total) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      for (let i = 0; i < n; i++) if (buf[i] === 10) got++;
+    }
+  })();
+  const t0 = performance.now();
+  for (let i = 0; i < total; i++) {
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    const id = `${prefix}-${i}`;
+    sentAt.set(id, performance.now());
+    await conn.write(enc.encode(`IAMAT ${id} +34.0-118.0 ${1700000000 + i}\n`));
+  }
+  await reading;
+  conn.close();
+  const deadline = performance.now() + 10_000;
+  const arrived = () => {
+    let n = 0;
+    for (const id of sentAt.keys()) if (probe.seen.has(id)) n++;
+    return n;
+  };
+  while (arrived() < total && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return [...sentAt].filter(([id]) => probe.seen.has(id))
+    .map(([id, at]) => probe.seen.get(id)! - at).sort((a, b) => a - b);
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
@@ -100,40 +153,9 @@ try {
   // Warm up (JIT, first commits, the initial digest exchanges), then let the herd go quiet.
   await pipelineIamats(alford, 5000, 4, 64, "warm");
   await new Promise((r) => setTimeout(r, 1500));
-  const warmSeen = probe.seen.size;
 
   // 1. Propagation latency at a steady rate.
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: alford });
-  conn.setNoDelay(true);
-  const enc = new TextEncoder();
-  const sentAt = new Map<string, number>();
-  const total = rate * 3;
-  const reading = (async () => {
-    const buf = new Uint8Array(64 * 1024);
-    let got = 0;
-    while (got < total) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      for (let i = 0; i < n; i++) if (buf[i] === 10) got++;
-    }
-  })();
-  const t0 = performance.now();
-  for (let i = 0; i < total; i++) {
-    const due = t0 + (i * 1000) / rate;
-    const wait = due - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    const id = `lat-${i}`;
-    sentAt.set(id, performance.now());
-    await conn.write(enc.encode(`IAMAT ${id} +34.0-118.0 ${1700000000 + i}\n`));
-  }
-  await reading;
-  conn.close();
-  const deadline = performance.now() + 10_000;
-  while (probe.seen.size < warmSeen + total && performance.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  const lat = [...sentAt].filter(([id]) => probe.seen.has(id))
-    .map(([id, at]) => probe.seen.get(id)! - at).sort((a, b) => a - b);
+  const lat = await latencies(alford, rate, 3, "lat");
 
   // 2. Throughput while the herd floods, and the CPU each node spent on it.
   const before = probe.seen.size;
@@ -161,23 +183,37 @@ try {
     v === null ? NaN : (v - cpu0[i]) * 1000 / acks
   );
   const round1 = (x: number) => Math.round(x * 10) / 10;
+  const atProbe = probe.seen.size - before;
+
+  // 3. Propagation at a trickle once the burst is over: every node's log is due for a fold
+  // (as many records as clients), which starts after a quiet second, and each heap has
+  // grown; what either does in the background, a trickle's records wait for.
+  await new Promise((r) => setTimeout(r, 1500));
+  const after = await latencies(alford, afterRate, 3, "after");
+  const ms2 = (x: number) => Math.round(x * 100) / 100;
 
   result("herd", {
     propagation_rate_per_s: rate,
     propagation_samples: lat.length,
-    propagation_lost: total - lat.length,
-    propagation_p50_ms: Math.round(percentile(lat, 0.5) * 100) / 100,
-    propagation_p99_ms: Math.round(percentile(lat, 0.99) * 100) / 100,
-    propagation_max_ms: Math.round(lat[lat.length - 1] * 100) / 100,
+    propagation_lost: rate * 3 - lat.length,
+    propagation_p50_ms: ms2(percentile(lat, 0.5)),
+    propagation_p99_ms: ms2(percentile(lat, 0.99)),
+    propagation_max_ms: ms2(lat[lat.length - 1]),
     herd_iamats: acks,
     herd_acks_per_s: Math.round(acks / (ms / 1000)),
     herd_all_at_probe_ms: Math.round(allSeenMs),
-    herd_records_at_probe: probe.seen.size - before,
+    herd_records_at_probe: atProbe,
     herd_cpu_us_per_record: round1(cpuUs.reduce((a, b) => a + b, 0)),
     alford_cpu_us_per_iamat: round1(cpuUs[0]),
     relay_cpu_us_per_record: round1(
       cpuUs.slice(1).reduce((a, b) => a + b, 0) / (cpuUs.length - 1),
     ),
+    after_burst_rate_per_s: afterRate,
+    after_burst_samples: after.length,
+    after_burst_lost: afterRate * 3 - after.length,
+    after_burst_p50_ms: ms2(percentile(after, 0.5)),
+    after_burst_p99_ms: ms2(percentile(after, 0.99)),
+    after_burst_max_ms: ms2(after[after.length - 1]),
   });
 } finally {
   await Promise.all(nodes.map((n) => n.stop()));
