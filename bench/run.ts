@@ -3,9 +3,8 @@
  * the whole machine), and prints their figures as a table. Sizes come from BENCH_ACKS,
  * BENCH_CLIENTS, BENCH_CATCHUP_CLIENTS, BENCH_MISSED, BENCH_RATE, BENCH_HERD_ACKS,
  * BENCH_AFTER_RATE and BENCH_HERD50_NODES / _DEGREE / _SAMPLES; docs/benchmarks.md lists
- * every figure. Each bench
- * is bounded in count and time, and one that runs past `BENCH_TIMEOUT_S` (default 180 s)
- * is killed and reported as failed.
+ * every figure. Each bench is bounded in count and time, and one that runs past
+ * `BENCH_TIMEOUT_S` (default 180 s) is killed and reported as failed.
  *
  * @module
  */
