@@ -9,7 +9,7 @@
  * lines, connections and records: a trickle of ordinary clients still counts as quiet), is
  * not busy in the background (`busy`: folding its log) and its heap grew by more than
  * `growthBytes` since the last collection, it runs one full GC. That stops the node for
- * tens of milliseconds on a heap of 100 MB, and for 100-350 ms after a burst of 245,000 new
+ * tens of milliseconds on a heap of 100 MB, and for 100-770 ms after a burst of 245,000 new
  * clients with the herd beside it on two cores, so it waits for a node that few clients
  * are waiting on. A busy node is left to V8, which collects as it allocates.
  *
@@ -37,7 +37,7 @@ export const IDLE_GC_DEFAULTS = {
   /**
    * Fewer units of activity than this since the last look is quiet: a client connecting
    * and sending a line every 100 ms (20) is, a node relaying 50 records a second is not. A
-   * collection after a burst stops the node for 100-350 ms, and what arrives meanwhile
+   * collection after a burst stops the node for 100-770 ms, and what arrives meanwhile
    * waits (measured after a burst of 245,000 new clients).
    */
   quietBelow: 25,

@@ -604,8 +604,10 @@ Deno.test("Store: records that land during a fold leave the log due again, and o
   await round();
   await round();
   holding = true;
+  assert.equal(store.folding, false);
   clock.ms += 20;
   await waitFor(() => reached, 5000, "the fold's chunk commit");
+  assert.equal(store.folding, true, "folding while its commit is held");
   // 120 more records while the fold of the first 120 is held.
   const before = m.commits.length;
   await round();
@@ -617,6 +619,7 @@ Deno.test("Store: records that land during a fold leave the log due again, and o
   );
   held.resolve();
   await waitFor(() => folds() === 1, 5000, "the first fold");
+  await waitFor(() => !store.folding, 5000, "the fold's end");
   assert.equal(store.stats().walRecords, 120);
   // No commit comes now: the store itself looks again, and folds once quiet by the clock.
   await new Promise((r) => setTimeout(r, 60));
