@@ -33,7 +33,7 @@ import { Flood } from "./flood.ts";
 import { HerdMetrics, renderMetrics } from "./http/herd_metrics.ts";
 import { HttpFace, httpSocketPath, type HttpTuning } from "./http/server.ts";
 import type { HttpApi } from "./http/types.ts";
-import { IdleGc } from "./idle_gc.ts";
+import { IdleGc, type IdleGcOptions } from "./idle_gc.ts";
 import { parseLocation } from "./location.ts";
 import { NodeLog } from "./log.ts";
 import {
@@ -94,6 +94,8 @@ export interface NodeConfig {
   openKv?: (path: string) => Promise<Deno.Kv>;
   /** HTTP tuning: bounds, watchers, the live view's feed (tests shorten them). */
   http?: HttpTuning;
+  /** Idle collector tuning (tests inject the collector and the heap's size). */
+  idleGc?: Omit<IdleGcOptions, "activity" | "busy">;
 }
 
 /** The node's own defaults (its parts keep theirs: SERVER_DEFAULTS, busDefaults, ...). */
@@ -271,6 +273,7 @@ export class HerdNode {
     // fold is the aftermath of a burst: collected in the middle of it, its garbage is not
     // all there yet, and the collection stalls a node already short of CPU.
     this.#idleGc = new IdleGc({
+      ...this.config.idleGc,
       activity: () => this.#server.activity + this.#flood.stats.recordsReceived,
       busy: () => this.#store.folding,
     });

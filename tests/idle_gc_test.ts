@@ -5,7 +5,8 @@
 
 import assert from "assert";
 import { IdleGc } from "../lib/idle_gc.ts";
-import { waitFor } from "./helpers.ts";
+import { HerdNode } from "../lib/node.ts";
+import { Client, makeTopology, StubPlaces, waitFor } from "./helpers.ts";
 
 Deno.test("IdleGc collects only when the node was (nearly) quiet since the last look and its heap grew past the bound", () => {
   let work = 0;
@@ -102,4 +103,78 @@ Deno.test("IdleGc finds V8's collector on this Deno (loaded when first due) and 
     "the heap shrank",
   );
   assert.equal(junk.length, 0);
+});
+
+/** `kv` with every commit that writes a snapshot chunk held until `held` resolves. */
+function holdingFolds(kv: Deno.Kv, held: Promise<void>): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      if (prop !== "atomic") {
+        const v = Reflect.get(target, prop);
+        return typeof v === "function" ? v.bind(target) : v;
+      }
+      return () => {
+        const op = target.atomic();
+        let chunk = false;
+        const wrapper = {
+          set(key: Deno.KvKey, value: unknown) {
+            if (key[0] === "snap") chunk = true;
+            op.set(key, value);
+            return wrapper;
+          },
+          delete(key: Deno.KvKey) {
+            op.delete(key);
+            return wrapper;
+          },
+          async commit() {
+            if (chunk) await held;
+            return op.commit();
+          },
+        };
+        return wrapper;
+      };
+    },
+  });
+}
+
+Deno.test("a node's idle collector waits while its store folds, and collects once the fold is done", async () => {
+  const held = Promise.withResolvers<void>();
+  let heap = 0;
+  let collections = 0;
+  const node = new HerdNode({
+    name: "A",
+    topology: makeTopology(["A"], []),
+    dataDir: null,
+    places: new StubPlaces(),
+    console: false,
+    store: { snapshotMinRecords: 10, snapshotQuietMs: 0 },
+    openKv: async (path) => holdingFolds(await Deno.openKv(path), held.promise),
+    // Always quiet, always grown: a look collects unless the node says it is busy.
+    idleGc: {
+      intervalMs: 10,
+      growthBytes: 1,
+      quietBelow: 1e9,
+      heapBytes: () => ++heap,
+      gc: () => collections++,
+    },
+  });
+  try {
+    await node.start();
+    await waitFor(() => collections > 0, 5000, "a collection at a quiet look");
+    using c = await Client.connect(node.port);
+    for (let i = 0; i < 12; i++) {
+      await c.send(`IAMAT c${i} +1+1 1700000000.5\n`);
+    }
+    await c.lines(12);
+    await waitFor(() => node.store.folding, 5000, "the fold");
+    const before = collections;
+    await new Promise((r) => setTimeout(r, 150)); // fifteen looks
+    assert.equal(collections, before, "collected during the fold");
+    held.resolve();
+    await waitFor(() => !node.store.folding, 5000, "the fold's end");
+    await waitFor(() => collections > before, 5000, "a collection after it");
+  } finally {
+    held.resolve();
+    await node.stop();
+  }
 });
