@@ -34,6 +34,8 @@ import {
 const rate = Number(Deno.env.get("BENCH_RATE") ?? 2000);
 const acks = Number(Deno.env.get("BENCH_HERD_ACKS") ?? 100_000);
 const afterRate = Number(Deno.env.get("BENCH_AFTER_RATE") ?? 100);
+/** How long each latency phase sends IAMATs, in seconds. */
+const PHASE_SECONDS = 3;
 const names = ["Alford", "Ball", "Hamilton", "Holiday", "Welsh", "Probe"];
 const links: [string, string][] = [
   ["Alford", "Hamilton"],
@@ -133,6 +135,26 @@ async function latencies(
     .map(([id, at]) => probe.seen.get(id)! - at).sort((a, b) => a - b);
 }
 
+/**
+ * A latency phase's figures under `prefix`: its rate, samples, lost IAMATs, p50 / p99 / max
+ * (ms, two decimals), from `sorted` (`latencies` of `perSecond` for `PHASE_SECONDS`).
+ */
+function latencyFigures(
+  prefix: string,
+  perSecond: number,
+  sorted: number[],
+): Record<string, number> {
+  const ms2 = (x: number) => Math.round(x * 100) / 100;
+  return {
+    [`${prefix}_rate_per_s`]: perSecond,
+    [`${prefix}_samples`]: sorted.length,
+    [`${prefix}_lost`]: perSecond * PHASE_SECONDS - sorted.length,
+    [`${prefix}_p50_ms`]: ms2(percentile(sorted, 0.5)),
+    [`${prefix}_p99_ms`]: ms2(percentile(sorted, 0.99)),
+    [`${prefix}_max_ms`]: ms2(sorted[sorted.length - 1]),
+  };
+}
+
 function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))];
 }
@@ -161,7 +183,7 @@ try {
   await new Promise((r) => setTimeout(r, 1500));
 
   // 1. Propagation latency at a steady rate.
-  const lat = await latencies(alford, rate, 3, "lat");
+  const lat = await latencies(alford, rate, PHASE_SECONDS, "lat");
 
   // 2. Throughput while the herd floods, and the CPU each node spent on it.
   const before = probe.seen.size;
@@ -193,16 +215,10 @@ try {
 
   // 3. Propagation at a trickle once the burst is over (see the module's comment).
   await new Promise((r) => setTimeout(r, 1500));
-  const after = await latencies(alford, afterRate, 3, "after");
-  const ms2 = (x: number) => Math.round(x * 100) / 100;
+  const after = await latencies(alford, afterRate, PHASE_SECONDS, "after");
 
   result("herd", {
-    propagation_rate_per_s: rate,
-    propagation_samples: lat.length,
-    propagation_lost: rate * 3 - lat.length,
-    propagation_p50_ms: ms2(percentile(lat, 0.5)),
-    propagation_p99_ms: ms2(percentile(lat, 0.99)),
-    propagation_max_ms: ms2(lat[lat.length - 1]),
+    ...latencyFigures("propagation", rate, lat),
     herd_iamats: acks,
     herd_acks_per_s: Math.round(acks / (ms / 1000)),
     herd_all_at_probe_ms: Math.round(allSeenMs),
@@ -212,12 +228,7 @@ try {
     relay_cpu_us_per_record: round1(
       cpuUs.slice(1).reduce((a, b) => a + b, 0) / (cpuUs.length - 1),
     ),
-    after_burst_rate_per_s: afterRate,
-    after_burst_samples: after.length,
-    after_burst_lost: afterRate * 3 - after.length,
-    after_burst_p50_ms: ms2(percentile(after, 0.5)),
-    after_burst_p99_ms: ms2(percentile(after, 0.99)),
-    after_burst_max_ms: ms2(after[after.length - 1]),
+    ...latencyFigures("after_burst", afterRate, after),
   });
 } finally {
   await Promise.all(nodes.map((n) => n.stop()));
