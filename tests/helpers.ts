@@ -390,3 +390,74 @@ export async function writeTopologyFile(
   await Deno.writeTextFile(path, JSON.stringify({ servers }));
   return path;
 }
+
+/** What one atomic commit carried. */
+export interface CommitShape {
+  mutations: number;
+  /** Keys and values, bytes (values that are not bytes counted as their JSON). */
+  bytes: number;
+  largestValue: number;
+}
+
+/**
+ * Wraps a KV so every atomic commit is measured, and so a test can hold commits: each commit
+ * first awaits `gate(its first key)` (default: at once).
+ */
+export function measuredKv(kv: Deno.Kv): {
+  kv: Deno.Kv;
+  commits: CommitShape[];
+  gate: (first?: Deno.KvKey) => Promise<void>;
+  setGate(g: (first?: Deno.KvKey) => Promise<void>): void;
+} {
+  const state = {
+    kv: kv,
+    commits: [] as CommitShape[],
+    gate: (_first?: Deno.KvKey) => Promise.resolve(),
+    setGate(g: (first?: Deno.KvKey) => Promise<void>) {
+      state.gate = g;
+    },
+  };
+  // A value that is not bytes (the snapshot description) as its JSON, its byte arrays
+  // counted by length.
+  const size = (v: unknown) =>
+    v instanceof Uint8Array ? v.byteLength : JSON.stringify(
+      v,
+      (_, x) => x instanceof Uint8Array ? "#".repeat(x.byteLength) : x,
+    ).length;
+  const atomic = () => {
+    const op = kv.atomic();
+    const shape: CommitShape = { mutations: 0, bytes: 0, largestValue: 0 };
+    let first: Deno.KvKey | undefined;
+    const wrapper = {
+      set(key: Deno.KvKey, value: unknown) {
+        first ??= key;
+        shape.mutations++;
+        shape.bytes += size(key) + size(value);
+        shape.largestValue = Math.max(shape.largestValue, size(value));
+        op.set(key, value);
+        return wrapper;
+      },
+      delete(key: Deno.KvKey) {
+        shape.mutations++;
+        shape.bytes += size(key);
+        op.delete(key);
+        return wrapper;
+      },
+      async commit() {
+        await state.gate(first);
+        const res = await op.commit();
+        state.commits.push(shape);
+        return res;
+      },
+    };
+    return wrapper;
+  };
+  state.kv = new Proxy(kv, {
+    get(target, prop) {
+      if (prop === "atomic") return atomic;
+      const v = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+  return state;
+}

@@ -6,7 +6,13 @@
 import assert from "assert";
 import { IdleGc } from "../lib/idle_gc.ts";
 import { HerdNode } from "../lib/node.ts";
-import { Client, makeTopology, StubPlaces, waitFor } from "./helpers.ts";
+import {
+  Client,
+  makeTopology,
+  measuredKv,
+  StubPlaces,
+  waitFor,
+} from "./helpers.ts";
 
 Deno.test("IdleGc collects only when the node was (nearly) quiet since the last look and its heap grew past the bound", () => {
   let work = 0;
@@ -105,38 +111,6 @@ Deno.test("IdleGc finds V8's collector on this Deno (loaded when first due) and 
   assert.equal(junk.length, 0);
 });
 
-/** `kv` with every commit that writes a snapshot chunk held until `held` resolves. */
-function holdingFolds(kv: Deno.Kv, held: Promise<void>): Deno.Kv {
-  return new Proxy(kv, {
-    get(target, prop) {
-      if (prop !== "atomic") {
-        const v = Reflect.get(target, prop);
-        return typeof v === "function" ? v.bind(target) : v;
-      }
-      return () => {
-        const op = target.atomic();
-        let chunk = false;
-        const wrapper = {
-          set(key: Deno.KvKey, value: unknown) {
-            if (key[0] === "snap") chunk = true;
-            op.set(key, value);
-            return wrapper;
-          },
-          delete(key: Deno.KvKey) {
-            op.delete(key);
-            return wrapper;
-          },
-          async commit() {
-            if (chunk) await held;
-            return op.commit();
-          },
-        };
-        return wrapper;
-      };
-    },
-  });
-}
-
 Deno.test("a node's idle collector waits while its store folds, and collects once the fold is done", async () => {
   const held = Promise.withResolvers<void>();
   let heap = 0;
@@ -148,7 +122,14 @@ Deno.test("a node's idle collector waits while its store folds, and collects onc
     places: new StubPlaces(),
     console: false,
     store: { snapshotMinRecords: 10, snapshotQuietMs: 0 },
-    openKv: async (path) => holdingFolds(await Deno.openKv(path), held.promise),
+    // The fold's chunk commits wait for `held`.
+    openKv: async (path) => {
+      const m = measuredKv(await Deno.openKv(path));
+      m.setGate((first) =>
+        first?.[0] === "snap" ? held.promise : Promise.resolve()
+      );
+      return m.kv;
+    },
     // Always quiet, always grown: a look collects unless the node says it is busy.
     idleGc: {
       intervalMs: 10,
