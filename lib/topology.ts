@@ -72,6 +72,14 @@ function kind(v: unknown): string {
   return typeof v;
 }
 
+/** The problem of a value of the wrong kind at `path`. */
+function mismatch(path: string[], expected: string, v: unknown): ShapeError {
+  return new ShapeError(
+    path,
+    `Invalid input: expected ${expected}, received ${kind(v)}`,
+  );
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -82,12 +90,7 @@ function object(
   path: string[],
   expected = "object",
 ): Record<string, unknown> {
-  if (!isObject(v)) {
-    throw new ShapeError(
-      path,
-      `Invalid input: expected ${expected}, received ${kind(v)}`,
-    );
-  }
+  if (!isObject(v)) throw mismatch(path, expected, v);
   return v;
 }
 
@@ -108,10 +111,7 @@ function noOtherKeys(
 
 function port(v: unknown, path: string[]): number {
   if (typeof v !== "number" || !Number.isFinite(v)) {
-    throw new ShapeError(
-      path,
-      `Invalid input: expected number, received ${kind(v)}`,
-    );
+    throw mismatch(path, "number", v);
   }
   if (!Number.isInteger(v)) {
     throw new ShapeError(path, "Invalid input: expected int, received number");
@@ -144,10 +144,7 @@ function checkedServers(raw: unknown): [string, RawServer][] {
     const at = ["servers", name];
     const v = object(value, at);
     if (typeof v.host !== "string") {
-      throw new ShapeError(
-        [...at, "host"],
-        `Invalid input: expected string, received ${kind(v.host)}`,
-      );
+      throw mismatch([...at, "host"], "string", v.host);
     }
     if (v.host.length === 0) {
       throw new ShapeError(
@@ -168,17 +165,11 @@ function checkedServers(raw: unknown): [string, RawServer][] {
     }
     if (v.neighbors !== undefined) {
       if (!Array.isArray(v.neighbors)) {
-        throw new ShapeError(
-          [...at, "neighbors"],
-          `Invalid input: expected array, received ${kind(v.neighbors)}`,
-        );
+        throw mismatch([...at, "neighbors"], "array", v.neighbors);
       }
       v.neighbors.forEach((n: unknown, i: number) => {
         if (typeof n !== "string") {
-          throw new ShapeError(
-            [...at, "neighbors", String(i)],
-            `Invalid input: expected string, received ${kind(n)}`,
-          );
+          throw mismatch([...at, "neighbors", String(i)], "string", n);
         }
         spec.neighbors.push(n);
       });
