@@ -90,7 +90,7 @@ export interface StoreOptions {
   refusedLogMs?: number;
   /**
    * How long a batch of lazy records only (see `offer`) waits before its commit, in ms;
-   * a record someone waits for ends the wait. Default 20.
+   * a record someone waits for ends the wait. Default 250.
    */
   lazyCommitMs?: number;
   /** Called after each successful KV commit (log or snapshot) with its duration and records. */
@@ -113,7 +113,7 @@ export const STORE_DEFAULTS = {
   retryBaseMs: 100,
   retryMaxMs: 2_000,
   refusedLogMs: 10_000,
-  lazyCommitMs: 20,
+  lazyCommitMs: 250,
   /** Values a load reads at once (~1 MB), the next read in flight while it applies them. */
   loadValues: 16,
 } as const;
@@ -325,11 +325,13 @@ export class Store {
    * and any record once the store is closed.
    *
    * A `lazy` record (a neighbor's: no client waits for its ack) may wait `lazyCommitMs`
-   * for its commit, so that a node relaying a flood commits tens of times a second instead
-   * of as often as KV can: each commit costs ~0.5 ms of CPU (JS, KV's writer thread and the
-   * kernel's fsync), and on a herd sharing two cores that CPU is taken from the relay itself
-   * (docs/benchmarks.md). A client's record, or anyone asking `durable()` (a WHATSAT about
-   * to read), ends the wait at once, and nothing is acknowledged before it is durable.
+   * for its commit, so that a relaying node commits a few times a second instead of as
+   * often as KV can: each commit costs ~0.5 ms of CPU (JS, KV's writer thread and the
+   * kernel's fsync), and on a herd sharing two cores that CPU is taken from the relay itself.
+   * At 250 ms rather than 20, a relay's CPU per record at idle halved (1.1 -> 0.6 ms, every
+   * thread, 5.4 -> 2.1 context switches; docs/benchmarks.md, round seven). A client's
+   * record, or anyone asking `durable()` (a WHATSAT about to read), ends the wait at once,
+   * and nothing is acknowledged or served before it is durable.
    */
   offer(
     line: string,
