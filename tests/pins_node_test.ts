@@ -251,36 +251,43 @@ function busyFor(ms: number): void {
 }
 
 // Mutation whatsat-unknown-before-bus.
-Deno.test("WHATSAT: a neighbor's record read in the same turn as a WHATSAT for its client answers it, not ?", async () => {
-  const places = new StubPlaces();
-  await using herd = new TestHerd({
-    names: ["A", "B"],
-    links: [["A", "B"]],
-    config: () => ({ places }),
-  });
-  const a = await herd.start("A");
-  const peer = await FakePeer.dial(
-    a.config.topology.servers.get("A")!.peerPort,
+for (const secret of [undefined, "a-test-secret-of-enough-length-0123456789"]) {
+  Deno.test(
+    `WHATSAT: a neighbor's record read in the same turn as a WHATSAT for its client answers it, not ? (${
+      secret ? "closed" : "open"
+    } bus)`,
+    async () => {
+      const places = new StubPlaces();
+      await using herd = new TestHerd({
+        names: ["A", "B"],
+        links: [["A", "B"]],
+        config: () => ({ places, secret }),
+      });
+      const a = await herd.start("A");
+      const peer = await FakePeer.dial(
+        a.config.topology.servers.get("A")!.peerPort,
+      );
+      try {
+        await peer.hello("B", "A", secret);
+        using c = await Client.connect(herd.port("A"));
+        // The session is up, and its first read done, before the race.
+        await c.send("WHATSAT nobody 10 1\n");
+        assert.equal(await c.readUntil("\n"), "? WHATSAT nobody 10 1\n");
+        const at = "AT B +0.500000000 kiwi +34-118 1700000000";
+        const frame = await peer.frame(`RECORDS\n${at}`);
+        // The WHATSAT reaches A's socket first, the record right after it; A's event loop
+        // is held until both are there, so A reads them in one turn, the WHATSAT first.
+        const asked = c.send("WHATSAT kiwi 10 1\n");
+        const told = peer.sendRaw(frame);
+        busyFor(50);
+        await Promise.all([asked, told]);
+        assert.equal(await c.readUntil("\n"), `${at}\n`);
+        assert.ok(
+          (await c.readUntil("\n\n")).startsWith('{\n  "html_attributions"'),
+        );
+      } finally {
+        await peer.close();
+      }
+    },
   );
-  try {
-    await peer.hello("B", "A");
-    using c = await Client.connect(herd.port("A"));
-    // The session is up, and its first read done, before the race.
-    await c.send("WHATSAT nobody 10 1\n");
-    assert.equal(await c.readUntil("\n"), "? WHATSAT nobody 10 1\n");
-    const at = "AT B +0.500000000 kiwi +34-118 1700000000";
-    const frame = await peer.frame(`RECORDS\n${at}`);
-    // The WHATSAT reaches A's socket first, the record right after it; A's event loop
-    // is held until both are there, so A reads them in one turn, the WHATSAT first.
-    const asked = c.send("WHATSAT kiwi 10 1\n");
-    const told = peer.sendRaw(frame);
-    busyFor(50);
-    await Promise.all([asked, told]);
-    assert.equal(await c.readUntil("\n"), `${at}\n`);
-    assert.ok(
-      (await c.readUntil("\n\n")).startsWith('{\n  "html_attributions"'),
-    );
-  } finally {
-    await peer.close();
-  }
-});
+}
