@@ -127,7 +127,9 @@ export class HerdNode {
   #started = false;
   #warmTimer: ReturnType<typeof setTimeout> | undefined;
   /** Shared by the unknown-client WHATSATs of one turn (`#afterReads`). */
-  #readsHandled: Promise<void> | null = null;
+  #readsHandled: Promise<ReadonlyMap<string, string>> | null = null;
+  /** Neighbors' records accepted while `#readsHandled` waits: the newest per client. */
+  #turnRecords = new Map<string, string>();
   #stopping: Promise<void> | null = null;
   /**
    * The encoded end of a WHATSAT reply (the places JSON in UTF-8 and the empty line) by
@@ -517,23 +519,24 @@ export class HerdNode {
   }
 
   /**
-   * Answers a WHATSAT once the store is loaded. A client not known yet is looked up again
-   * once the reads that completed in this turn have been handled (`#afterReads`): a
-   * neighbor's record for it that arrived with the WHATSAT, but whose read the runtime
-   * handed over after the client's, answers it instead of `?`. Measured at idle, five
-   * nodes, WHATSATs polling two hops away: without this, a poll read together with the
-   * record it asks for was answered `?`, and the next poll came a round trip later
-   * (docs/benchmarks.md, round seven).
+   * Answers a WHATSAT once the store is loaded. For a client not known yet, a neighbor's
+   * record for it accepted in this turn (`#afterReads`) answers it instead of `?`: one that
+   * arrived with the WHATSAT, but whose read the runtime handed over after the client's.
+   * Only a neighbor's: an IAMAT later on the same connection is a later request, and the
+   * WHATSAT is answered as of before it. Measured at idle, five nodes, WHATSATs polling two
+   * hops away: without this, a poll read together with the record it asks for was answered
+   * `?`, and the next poll came a round trip later (docs/benchmarks.md, round seven).
    */
   #answerWhatsat(line: string, cmd: WhatsatCommand, session: Session): void {
     const known = this.#store.get(cmd.client) !== undefined;
     const answer = known
       ? this.#whatsatWhenDurable(line, cmd)
-      : this.#afterReads().then(() =>
-        this.#store.get(cmd.client) === undefined
+      : this.#afterReads().then((seen) => {
+        const held = seen.get(cmd.client);
+        return held === undefined
           ? formatInvalid(line)
-          : this.#whatsatWhenDurable(line, cmd)
-      );
+          : this.#whatsatWhenDurable(line, cmd, held);
+      });
     session.replyLater(
       answer.catch(() => formatInvalid(line)),
       SERVER_DEFAULTS.maxReplyBytes,
@@ -541,32 +544,36 @@ export class HerdNode {
   }
 
   /**
-   * Resolves once the I/O completed in this turn has been handled: `setImmediate` runs
-   * after the promise jobs of the reads the runtime delivered together, and a neighbor's
-   * record is offered in the jobs that follow its read, with no I/O of its own (on a
-   * closed bus too: frames up to 16 KiB are opened in the call). 2-45 µs at idle; one per
-   * turn, shared by every WHATSAT of the turn.
+   * The neighbors' records accepted in this turn, once the I/O completed in it has been
+   * handled: `setImmediate` runs after the promise jobs of the reads the runtime delivered
+   * together, and a neighbor's record is offered in the jobs that follow its read, with no
+   * I/O of its own (on a closed bus too: frames up to 16 KiB are opened in the call).
+   * 2-45 µs at idle; one per turn, shared by every WHATSAT of the turn. Records are noted
+   * (`#onRecords`) only while one waits.
    */
-  #afterReads(): Promise<void> {
-    this.#readsHandled ??= new Promise<void>((resolve) =>
+  #afterReads(): Promise<ReadonlyMap<string, string>> {
+    this.#readsHandled ??= new Promise((resolve) =>
       setImmediate(() => {
+        const seen = this.#turnRecords;
+        this.#turnRecords = new Map();
         this.#readsHandled = null;
-        resolve();
+        resolve(seen);
       })
     );
     return this.#readsHandled;
   }
 
   /**
-   * Serves the record held now, but only once it is durable: a record learned from a peer a
-   * moment ago might otherwise be served and then, after a crash, be missing, so that the
-   * restarted node would serve an older one (a regression a client could see).
+   * Serves the record held now (or `held`), but only once it is durable: a record learned
+   * from a peer a moment ago might otherwise be served and then, after a crash, be missing,
+   * so that the restarted node would serve an older one (a regression a client could see).
    */
   async #whatsatWhenDurable(
     line: string,
     cmd: WhatsatCommand,
+    held?: string,
   ): Promise<ReplyText> {
-    const answer = await this.#nearby(cmd);
+    const answer = await this.#nearby(cmd, held);
     if (answer === null) return formatInvalid(line);
     if (Object.isFrozen(answer.places)) {
       const reply = this.#encodedReply(answer.at, answer.places);
@@ -605,13 +612,14 @@ export class HerdNode {
   }
 
   /**
-   * WHATSAT's answer, for a line or for HTTP: the client's record held now, once durable,
-   * and the places near it; null for an unknown client.
+   * WHATSAT's answer, for a line or for HTTP: the client's record held now (or `record`),
+   * once durable, and the places near it; null for an unknown client.
    */
   async #nearby(
     cmd: WhatsatCommand,
+    record?: string,
   ): Promise<{ at: string; places: PlacesAnswer } | null> {
-    const held = this.#store.get(cmd.client);
+    const held = record ?? this.#store.get(cmd.client);
     if (held === undefined) return null;
     const gate = this.#store.durable();
     if (gate) await gate.promise;
@@ -652,6 +660,7 @@ export class HerdNode {
       const client = clientOf(line);
       if (!this.#store.offer(line, client, true)) continue;
       accepted.push(line);
+      if (this.#readsHandled !== null) this.#turnRecords.set(client, line);
       this.#http?.accepted(line, client);
     }
     this.#flood.publish(accepted, from);

@@ -291,3 +291,21 @@ for (const secret of [undefined, "a-test-secret-of-enough-length-0123456789"]) {
     },
   );
 }
+
+// Mutation whatsat-unknown-sees-later-iamat.
+Deno.test("WHATSAT: a client's IAMAT after its WHATSAT on the same connection does not answer the WHATSAT", async () => {
+  const places = new StubPlaces();
+  await using herd = new TestHerd({
+    names: ["A"],
+    links: [],
+    config: () => ({ places, clock: fixedClock(1700000001_000000000n) }),
+  });
+  await herd.start("A");
+  using c = await Client.connect(herd.port("A"));
+  // One write: both lines are handled in one turn, the WHATSAT first.
+  await c.send("WHATSAT kiwi 10 1\nIAMAT kiwi +34-118 1700000000\n");
+  assert.equal(
+    await c.readUntil("\n", 2),
+    "? WHATSAT kiwi 10 1\nAT A +1.000000000 kiwi +34-118 1700000000\n",
+  );
+});
