@@ -369,6 +369,13 @@ export class HerdNode {
         return at;
       },
       record: (client) => this.#store.get(client),
+      durableRecord: async (client) => {
+        const held = this.#store.get(client);
+        if (held === undefined) return undefined;
+        const gate = this.#store.durable();
+        if (gate) await gate.promise;
+        return held;
+      },
       nearby: (cmd) => {
         this.#metrics.whatsat++;
         return this.#nearby(cmd);

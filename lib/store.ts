@@ -331,7 +331,8 @@ export class Store {
    * At 250 ms rather than 20, a relay's CPU per record at idle halved (1.1 -> 0.6 ms, every
    * thread, 5.4 -> 2.1 context switches; docs/benchmarks.md, round seven). A client's
    * record, or anyone asking `durable()` (a WHATSAT about to read), ends the wait at once,
-   * and nothing is acknowledged or served before it is durable.
+   * and nothing is acknowledged, nor served by WHATSAT or `GET /v1/clients/ID`, before it
+   * is durable (the live watch feeds show records as they are accepted).
    */
   offer(
     line: string,

@@ -309,3 +309,40 @@ Deno.test("WHATSAT: a client's IAMAT after its WHATSAT on the same connection do
     "? WHATSAT kiwi 10 1\nAT A +1.000000000 kiwi +34-118 1700000000\n",
   );
 });
+
+// Mutation http-record-not-durable.
+Deno.test("HTTP: GET /v1/clients/ID does not serve a record learned from a peer before it is durable", async () => {
+  const hold = new CommitHold();
+  await using herd = new TestHerd({
+    topology: makeTopology(["A", "B"], [["A", "B"]], { http: true }),
+    config: (name) => ({
+      clock: fixedClock(1700000001_000000000n),
+      ...(name === "B" ? { openKv: heldOpenKv(hold) } : {}),
+    }),
+  });
+  try {
+    await herd.start("A");
+    const b = await herd.start("B");
+    await waitFor(() => b.flood.peerStatus()[0].state === "up");
+    hold.held = true;
+    const at = "AT A +1.000000000 kiwi +34-118 1700000000";
+    assert.equal(
+      await exchange(herd.port("A"), "IAMAT kiwi +34-118 1700000000\n"),
+      `${at}\n`,
+    );
+    // B holds the record in memory; its commit to KV is waiting.
+    await waitFor(() => b.store.get("kiwi") === at && hold.waiting > 0);
+    const asked = fetch(`http://127.0.0.1:${b.httpPort}/v1/clients/kiwi`);
+    let answered = false;
+    asked.then(() => answered = true, () => {});
+    // Give B ample time to (wrongly) answer.
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(answered, false, "served before durable");
+    hold.release();
+    const res = await asked;
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).at, at);
+  } finally {
+    hold.release();
+  }
+});

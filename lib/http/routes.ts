@@ -150,7 +150,7 @@ async function client(
     return json(200, { at: recordFields(answer.at).at, places: answer.places });
   }
   if (!await loaded(ctx)) return error(503, "the node is still loading");
-  const at = ctx.api.record(id);
+  const at = await ctx.api.durableRecord(id);
   if (at === undefined) return unknown(parts[0]);
   return json(200, recordFields(at));
 }

@@ -33,8 +33,13 @@ export interface HttpApi {
   readonly loaded: Promise<void>;
   /** Handles a valid IAMAT; resolves with its AT line once the record is durable. */
   iamat(cmd: IamatCommand): Promise<string>;
-  /** The client's record (an AT line), if known. */
+  /** The client's record (an AT line), if known: the watch feeds' first message. */
   record(client: string): string | undefined;
+  /**
+   * The client's record held now, once it is durable (as a WHATSAT serves it), if known:
+   * `GET /v1/clients/ID`.
+   */
+  durableRecord(client: string): Promise<string | undefined>;
   /** WHATSAT's answer for a known client once durable; null for an unknown client. */
   nearby(
     cmd: WhatsatCommand,
