@@ -369,13 +369,7 @@ export class HerdNode {
         return at;
       },
       record: (client) => this.#store.get(client),
-      durableRecord: async (client) => {
-        const held = this.#store.get(client);
-        if (held === undefined) return undefined;
-        const gate = this.#store.durable();
-        if (gate) await gate.promise;
-        return held;
-      },
+      durableRecord: (client) => this.#whenDurable(this.#store.get(client)),
       nearby: (cmd) => {
         this.#metrics.whatsat++;
         return this.#nearby(cmd);
@@ -626,13 +620,24 @@ export class HerdNode {
     cmd: WhatsatCommand,
     record?: string,
   ): Promise<{ at: string; places: PlacesAnswer } | null> {
-    const held = record ?? this.#store.get(cmd.client);
+    const held = await this.#whenDurable(
+      record ?? this.#store.get(cmd.client),
+    );
     if (held === undefined) return null;
-    const gate = this.#store.durable();
-    if (gate) await gate.promise;
     const places = await this.#places(held, cmd);
     this.#metrics.placesStatus(places.status);
     return { at: held, places };
+  }
+
+  /**
+   * `held` (a record read from the store now) once everything accepted so far is durable: a
+   * record learned from a peer a moment ago is served only then (`#whatsatWhenDurable`).
+   */
+  async #whenDurable(held: string | undefined): Promise<string | undefined> {
+    if (held === undefined) return undefined;
+    const gate = this.#store.durable();
+    if (gate) await gate.promise;
+    return held;
   }
 
   /** Asks the places provider for a known client; always resolves within the bound. */

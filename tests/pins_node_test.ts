@@ -14,6 +14,7 @@ import {
   exchange,
   fixedClock,
   makeTopology,
+  measuredKv,
   StubPlaces,
   TestHerd,
   waitFor,
@@ -44,40 +45,35 @@ class CommitHold {
   }
 }
 
-/** `kv` with every atomic commit first awaiting `hold`. */
-function heldKv(kv: Deno.Kv, hold: CommitHold): Deno.Kv {
-  const atomic = () => {
-    const op = kv.atomic();
-    const proxy: Deno.AtomicOperation = new Proxy(op, {
-      get(target, prop) {
-        if (prop === "commit") {
-          return async () => {
-            await hold.wait();
-            return await target.commit();
-          };
-        }
-        const v = Reflect.get(target, prop, target);
-        if (typeof v !== "function") return v;
-        return (...args: unknown[]) => {
-          const r = v.apply(target, args);
-          return r === target ? proxy : r;
-        };
-      },
-    });
-    return proxy;
-  };
-  return new Proxy(kv, {
-    get(target, prop) {
-      if (prop === "atomic") return atomic;
-      const v = Reflect.get(target, prop, target);
-      return typeof v === "function" ? v.bind(target) : v;
-    },
-  });
-}
-
 /** A node's `openKv` whose KVs hold their commits on `hold` (the node's injection seam). */
 function heldOpenKv(hold: CommitHold): (path: string) => Promise<Deno.Kv> {
-  return async (path) => heldKv(await Deno.openKv(path), hold);
+  return async (path) => {
+    const m = measuredKv(await Deno.openKv(path));
+    m.setGate(() => hold.wait());
+    return m.kv;
+  };
+}
+
+/**
+ * Starts `herd`'s A and B (B's commits held on `hold`), has A take an IAMAT for kiwi, and
+ * waits until B holds the record in memory with its commit to KV waiting; returns B and
+ * the record.
+ */
+async function heldAtB(
+  herd: TestHerd,
+  hold: CommitHold,
+): Promise<{ b: HerdNode; at: string }> {
+  await herd.start("A");
+  const b = await herd.start("B");
+  await waitFor(() => b.flood.peerStatus()[0].state === "up");
+  hold.held = true;
+  const at = "AT A +1.000000000 kiwi +34-118 1700000000";
+  assert.equal(
+    await exchange(herd.port("A"), "IAMAT kiwi +34-118 1700000000\n"),
+    `${at}\n`,
+  );
+  await waitFor(() => b.store.get("kiwi") === at && hold.waiting > 0);
+  return { b, at };
 }
 
 /**
@@ -127,17 +123,7 @@ Deno.test("WHATSAT: a record learned from a peer is not served before it is dura
     }),
   });
   try {
-    await herd.start("A");
-    const b = await herd.start("B");
-    await waitFor(() => b.flood.peerStatus()[0].state === "up");
-    hold.held = true;
-    const at = "AT A +1.000000000 kiwi +34-118 1700000000";
-    assert.equal(
-      await exchange(herd.port("A"), "IAMAT kiwi +34-118 1700000000\n"),
-      `${at}\n`,
-    );
-    // B holds the record in memory; its commit to KV is waiting.
-    await waitFor(() => b.store.get("kiwi") === at && hold.waiting > 0);
+    const { at } = await heldAtB(herd, hold);
     using c = await Client.connect(herd.port("B"));
     await c.send("WHATSAT kiwi 10 2\n");
     // Give B ample time to (wrongly) serve it: nothing may reach the places provider yet.
@@ -321,17 +307,7 @@ Deno.test("HTTP: GET /v1/clients/ID does not serve a record learned from a peer 
     }),
   });
   try {
-    await herd.start("A");
-    const b = await herd.start("B");
-    await waitFor(() => b.flood.peerStatus()[0].state === "up");
-    hold.held = true;
-    const at = "AT A +1.000000000 kiwi +34-118 1700000000";
-    assert.equal(
-      await exchange(herd.port("A"), "IAMAT kiwi +34-118 1700000000\n"),
-      `${at}\n`,
-    );
-    // B holds the record in memory; its commit to KV is waiting.
-    await waitFor(() => b.store.get("kiwi") === at && hold.waiting > 0);
+    const { b, at } = await heldAtB(herd, hold);
     const asked = fetch(`http://127.0.0.1:${b.httpPort}/v1/clients/kiwi`);
     let answered = false;
     asked.then(() => answered = true, () => {});
