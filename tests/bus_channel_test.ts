@@ -2,13 +2,15 @@
  * `BusChannel.encode`: the bytes a channel hands to the kernel for its queued items. They are
  * ready in the call (no promise) unless a frame is too large to seal in the call, so a relay
  * leaves in the turn its record was accepted; either way every frame opens, in order, to the
- * body it was queued as.
+ * body it was queued as. `BusChannel.nextBatch`, the other way: the frames of a read, opened
+ * in the call or by Web Crypto, come out in order, and one that fails to open ends the batch.
  */
 
 import assert from "assert";
 import { BusChannel } from "../lib/bus/channel.ts";
 import { formatMessage } from "../lib/bus/codec.ts";
 import { FrameDecoder } from "../lib/bus/frames.ts";
+import { writeAll } from "../lib/write_all.ts";
 import {
   importSecret,
   type Sealer,
@@ -106,8 +108,11 @@ Deno.test("sealNow takes no sequence number for a frame it leaves to seal()", as
   );
 });
 
-/** Two channels over a loopback connection, both past the handshake on an open bus. */
-async function pair(): Promise<
+/**
+ * Two channels over a loopback connection, both past the handshake: on an open bus, or
+ * sealed under `secret`.
+ */
+async function pair(secret?: string): Promise<
   { a: BusChannel; b: BusChannel; close(): void }
 > {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -126,8 +131,9 @@ async function pair(): Promise<
   };
   const a = new BusChannel(dialed, limits);
   const b = new BusChannel(accepted, limits);
-  a.trust(null);
-  b.trust(null);
+  const keys = secret === undefined ? null : await importSecret(secret);
+  a.trust(keys && await session(keys, "dialer", "Alford", "Ball", ND, NA));
+  b.trust(keys && await session(keys, "acceptor", "Alford", "Ball", ND, NA));
   return {
     a,
     b,
@@ -152,6 +158,72 @@ Deno.test("a record that finds the link idle leaves alone at once; those queued 
       got.push(msg.records);
     }
     assert.deepEqual(got, [[rec(1)], [rec(2), rec(3)]]);
+  } finally {
+    close();
+  }
+});
+
+/** Records frames sealed by `sealer`, in one buffer written at once (one read at the peer, as a rule). */
+async function sealedWrite(
+  to: BusChannel,
+  bodies: { records: string[] }[],
+  sealer: Sealer,
+): Promise<void> {
+  const encoded = BusChannel.encode(
+    bodies.map((b) => records(b.records, sealer)),
+  );
+  const bytes = encoded instanceof Uint8Array ? encoded : await encoded;
+  await writeAll(to.conn, bytes);
+}
+
+Deno.test("nextBatch hands over a read's sealed frames in order, small ones opened in the call and a large one by Web Crypto", async () => {
+  const secret = "correct horse battery staple";
+  const { a, b, close } = await pair(secret);
+  try {
+    const keys = (await importSecret(secret))!;
+    const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
+    const sent = [[rec(1)], [rec(2, SYNC_CRYPTO_BYTES)], [rec(3), rec(4)]];
+    await sealedWrite(a, sent.map((r) => ({ records: r })), d.sealer);
+    const got: string[][] = [];
+    for (let i = 0; i < 10 && got.length < sent.length; i++) {
+      const batch = await b.nextBatch();
+      assert.ok(batch !== null, b.problem ?? "closed");
+      for (const msg of batch) {
+        assert.equal(msg.kind, "records");
+        if (msg.kind === "records") got.push(msg.records);
+      }
+    }
+    assert.deepEqual(got, sent);
+    assert.equal(b.problem, null);
+  } finally {
+    close();
+  }
+});
+
+Deno.test("nextBatch ends with null when a frame of the read fails to open, the frames before it included", async () => {
+  const secret = "correct horse battery staple";
+  const { a, b, close } = await pair(secret);
+  try {
+    const keys = (await importSecret(secret))!;
+    const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
+    const encoded = BusChannel.encode([
+      records([rec(1)], d.sealer),
+      records([rec(2)], d.sealer),
+    ]) as Uint8Array;
+    // The last byte is the second frame's tag: altered, that frame fails to open.
+    encoded[encoded.length - 1] ^= 1;
+    await writeAll(a.conn, encoded);
+    // One write of two small frames: one read. Nothing of it is handed over.
+    const handed: unknown[] = [];
+    let batch: unknown[] | null = [];
+    for (let i = 0; i < 10 && batch !== null; i++) {
+      batch = await b.nextBatch();
+      if (batch !== null) handed.push(...batch);
+    }
+    assert.equal(batch, null);
+    assert.deepEqual(handed, []);
+    assert.equal(b.problem, "a frame failed authentication");
+    assert.ok(b.closed);
   } finally {
     close();
   }

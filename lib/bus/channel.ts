@@ -137,6 +137,11 @@ export class BusChannel {
     } catch {
       n = null;
     }
+    return this.#took(n);
+  }
+
+  /** Frames the `n` bytes a read brought (null: EOF); false when nothing more will come. */
+  #took(n: number | null): boolean {
     if (n === null) {
       this.#eof = true;
       return false;
@@ -152,16 +157,22 @@ export class BusChannel {
     return true;
   }
 
-  /** Opens and parses one received frame; null (channel closed) when it is not valid. */
-  async #decode(frame: Uint8Array): Promise<BusMessage | null> {
-    let body = frame as Uint8Array<ArrayBuffer>;
-    if (this.#opener !== null) {
-      const plain = await this.#opener.open(body);
-      if (plain === null) {
-        this.#fail("a frame failed authentication");
-        return null;
-      }
-      body = plain;
+  /**
+   * Opens and parses one received frame; null (channel closed) when it is not valid. In the
+   * call unless the frame is too large to open in the call (`Opener.open`).
+   */
+  #decode(frame: Uint8Array): BusMessage | null | Promise<BusMessage | null> {
+    if (this.#opener === null) return this.#parse(frame);
+    const plain = this.#opener.open(frame as Uint8Array<ArrayBuffer>);
+    return plain instanceof Promise
+      ? plain.then((p) => this.#parse(p))
+      : this.#parse(plain);
+  }
+
+  #parse(body: Uint8Array | null): BusMessage | null {
+    if (body === null) {
+      this.#fail("a frame failed authentication");
+      return null;
     }
     const msg = parseMessage(bytesToString(body));
     if (msg === null) {
@@ -197,13 +208,33 @@ export class BusChannel {
     return await this.#decode(frame);
   }
 
-  /** Every message received so far (waiting for at least one), or null at EOF or on a bad frame. */
+  /**
+   * Every message received so far (waiting for at least one), or null at EOF or on a bad
+   * frame. A relay's path: the read is awaited here and frames are opened and parsed in the
+   * call, so a record reaches the node one promise after its bytes (at idle, each step
+   * of a record's path runs cold, and the chain of `next`, `#fill` and `#decode` took
+   * 44-94 µs from the read to the node; docs/benchmarks.md, round eight).
+   */
   async nextBatch(): Promise<BusMessage[] | null> {
-    const first = await this.next();
-    if (first === null) return null;
-    const out = [first];
-    while (this.#frames.length > 0) {
-      const msg = await this.#decode(this.#frames.shift()!);
+    while (this.#frames.length === 0) {
+      if (this.#eof || this.#closed) {
+        if (this.problem !== null) this.close();
+        return null;
+      }
+      let n: number | null;
+      try {
+        n = await this.conn.read(this.#buf);
+      } catch {
+        n = null;
+      }
+      this.#took(n);
+    }
+    const frames = this.#frames;
+    this.#frames = [];
+    const out: BusMessage[] = [];
+    for (const frame of frames) {
+      const decoded = this.#decode(frame);
+      const msg = decoded instanceof Promise ? await decoded : decoded;
       if (msg === null) return null;
       out.push(msg);
     }

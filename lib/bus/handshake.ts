@@ -313,12 +313,17 @@ export class Opener {
   /**
    * The plaintext of the next frame, or null when it is not the next frame sealed under
    * this key (altered, injected, dropped, reordered or replayed): the link is then unusable.
+   * In the call for a frame of at most `SYNC_CRYPTO_BYTES` (as `Sealer.sealNow`), so that a
+   * relay's read reaches the node without a promise; a larger one goes to Web Crypto.
    */
   open(
     cipher: Uint8Array<ArrayBuffer>,
-  ): Promise<Uint8Array<ArrayBuffer> | null> {
+  ):
+    | Uint8Array<ArrayBuffer>
+    | null
+    | Promise<Uint8Array<ArrayBuffer> | null> {
     const seq = this.#seq++;
-    if (cipher.length < TAG_BYTES) return Promise.resolve(null);
+    if (cipher.length < TAG_BYTES) return null;
     if (cipher.length - TAG_BYTES > SYNC_CRYPTO_BYTES) {
       return crypto.subtle.decrypt(
         { name: "AES-GCM", iv: ivOf(seq), additionalData: AAD },
@@ -340,9 +345,9 @@ export class Opener {
       const out = new Uint8Array(head.length + tail.length);
       out.set(head, 0);
       out.set(tail, head.length);
-      return Promise.resolve(out);
+      return out;
     } catch {
-      return Promise.resolve(null);
+      return null;
     }
   }
 }
