@@ -108,6 +108,24 @@ Deno.test("sealNow takes no sequence number for a frame it leaves to seal()", as
   );
 });
 
+Deno.test("open answers in the call up to SYNC_CRYPTO_BYTES and through Web Crypto above it", async () => {
+  const keys = (await importSecret("correct horse battery staple"))!;
+  const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
+  const small = d.sealer.sealNow(new Uint8Array(SYNC_CRYPTO_BYTES).fill(1))!;
+  const large = await d.sealer.seal(
+    new Uint8Array(SYNC_CRYPTO_BYTES + 1).fill(2),
+  );
+  const a = await session(keys, "acceptor", "Alford", "Ball", ND, NA);
+  const now = a.opener.open(small);
+  assert.ok(now instanceof Uint8Array, "a small frame opens in the call");
+  assert.deepEqual(now, new Uint8Array(SYNC_CRYPTO_BYTES).fill(1));
+  const later = a.opener.open(large);
+  assert.ok(later instanceof Promise, "a large frame waits for Web Crypto");
+  assert.deepEqual(await later, new Uint8Array(SYNC_CRYPTO_BYTES + 1).fill(2));
+  // A frame that fails to open fails in the call too.
+  assert.equal(a.opener.open(small), null);
+});
+
 /**
  * Two channels over a loopback connection, both past the handshake: on an open bus, or
  * sealed under `secret`.
@@ -184,6 +202,8 @@ Deno.test("nextBatch hands over a read's sealed frames in order, small ones open
     const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
     const sent = [[rec(1)], [rec(2, SYNC_CRYPTO_BYTES)], [rec(3), rec(4)]];
     await sealedWrite(a, sent.map((r) => ({ records: r })), d.sealer);
+    // EOF after the frames: one that went missing ends the loop below with null, not a hang.
+    await a.conn.closeWrite();
     const got: string[][] = [];
     for (let i = 0; i < 10 && got.length < sent.length; i++) {
       const batch = await b.nextBatch();
@@ -213,6 +233,7 @@ Deno.test("nextBatch ends with null when a frame of the read fails to open, the 
     // The last byte is the second frame's tag: altered, that frame fails to open.
     encoded[encoded.length - 1] ^= 1;
     await writeAll(a.conn, encoded);
+    await a.conn.closeWrite();
     // One write of two small frames: one read. Nothing of it is handed over.
     const handed: unknown[] = [];
     let batch: unknown[] | null = [];

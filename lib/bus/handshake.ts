@@ -314,7 +314,8 @@ export class Opener {
    * The plaintext of the next frame, or null when it is not the next frame sealed under
    * this key (altered, injected, dropped, reordered or replayed): the link is then unusable.
    * In the call for a frame of at most `SYNC_CRYPTO_BYTES` (as `Sealer.sealNow`), so that a
-   * relay's read reaches the node without a promise; a larger one goes to Web Crypto.
+   * relay's read reaches the node without a promise of its own for the open; a larger one
+   * goes to Web Crypto.
    */
   open(
     cipher: Uint8Array<ArrayBuffer>,
