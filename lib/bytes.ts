@@ -63,7 +63,11 @@ export function writeByteString(
   // exactly when every char was read and each took one byte. `encodeInto` a buffer of the
   // right size, not `encode`: a frame or a reply is a joined string, which `encode`
   // flattens and copies through a buffer of its own (2-4x slower for 200-2,000 records).
-  if (s.length > 64) {
+  // Up to 128 chars (a one-record frame, one ack) the loop: at idle, where every step runs
+  // cold, a relay's encode of its one-record frame took 23 µs through `encodeInto` and 17
+  // through the loop (stamped, three alternating runs; docs/benchmarks.md, round eight),
+  // and in a hot loop the two cost the same at 100 chars (0.2 µs).
+  if (s.length > 128) {
     const { read, written } = encoder.encodeInto(
       s,
       out.subarray(offset, offset + s.length),

@@ -9,6 +9,7 @@ import {
   decodeUtf8,
   stringToBytes,
   utf8ByteString,
+  writeByteString,
 } from "../lib/bytes.ts";
 
 const RUNS = { numRuns: 300 };
@@ -203,7 +204,7 @@ Deno.test("decodeUtf8 is not confused by an earlier failure", () => {
   assert.equal(decodeUtf8("abc"), "abc");
 });
 
-Deno.test("stringToBytes: a long ASCII string with one byte over 0x7f anywhere gives that byte, not its UTF-8", () => {
+Deno.test("stringToBytes and writeByteString: an ASCII string with one byte over 0x7f anywhere gives that byte, not its UTF-8, short or long", () => {
   const ascii =
     "AT Alford +0.000000001 kiwi +34.068930-118.445127 1621464827.9\n"
       .repeat(40);
@@ -215,6 +216,16 @@ Deno.test("stringToBytes: a long ASCII string with one byte over 0x7f anywhere g
       assert.equal(bytes.length, s.length);
       assert.equal(bytes[at], code);
       assert.equal(bytesToString(bytes), s);
+    }
+  }
+  // Either side of the length where the native encoder takes over, with and without a high byte.
+  for (const n of [1, 127, 128, 129, 200]) {
+    for (const last of [0x41, 0xe9]) {
+      const s = ascii.slice(0, n - 1) + String.fromCharCode(last);
+      const out = new Uint8Array(n + 2);
+      assert.equal(writeByteString(s, out, 1), n);
+      assert.equal(out[n], last);
+      assert.equal(bytesToString(out.subarray(1, n + 1)), s);
     }
   }
   // Pure ASCII, joined as frames are: the same bytes as UTF-8.
