@@ -225,6 +225,8 @@ Deno.test("stringToBytes and writeByteString: an ASCII string with one byte over
       const out = new Uint8Array(n + 2);
       assert.equal(writeByteString(s, out, 1), n);
       assert.equal(out[n], last);
+      assert.equal(out[0], 0, "nothing written before the offset");
+      assert.equal(out[n + 1], 0, "nothing written past the string");
       assert.equal(bytesToString(out.subarray(1, n + 1)), s);
     }
   }
