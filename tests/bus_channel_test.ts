@@ -20,6 +20,7 @@ import {
 
 const ND = "000102030405060708090a0b0c0d0e0f";
 const NA = "f0e0d0c0b0a090807060504030201000";
+const SECRET = "correct horse battery staple";
 const dec = new TextDecoder();
 
 const rec = (i: number, pad = 0) =>
@@ -58,7 +59,7 @@ Deno.test("a plain channel's frames are encoded in the call, records merged into
 });
 
 Deno.test("sealed frames are encoded in the call up to SYNC_CRYPTO_BYTES, later above it, and open in order", async () => {
-  const keys = (await importSecret("correct horse battery staple"))!;
+  const keys = (await importSecret(SECRET))!;
   const small = [rec(1), rec(2)];
   // One record whose frame passes the line: its body is over SYNC_CRYPTO_BYTES.
   const large = [rec(3, SYNC_CRYPTO_BYTES)];
@@ -92,7 +93,7 @@ Deno.test("sealed frames are encoded in the call up to SYNC_CRYPTO_BYTES, later 
 });
 
 Deno.test("sealNow takes no sequence number for a frame it leaves to seal()", async () => {
-  const keys = (await importSecret("correct horse battery staple"))!;
+  const keys = (await importSecret(SECRET))!;
   const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
   const big = new Uint8Array(SYNC_CRYPTO_BYTES + 1).fill(66);
   assert.equal(d.sealer.sealNow(big), null);
@@ -109,7 +110,7 @@ Deno.test("sealNow takes no sequence number for a frame it leaves to seal()", as
 });
 
 Deno.test("open answers in the call up to SYNC_CRYPTO_BYTES and through Web Crypto above it", async () => {
-  const keys = (await importSecret("correct horse battery staple"))!;
+  const keys = (await importSecret(SECRET))!;
   const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
   const small = d.sealer.sealNow(new Uint8Array(SYNC_CRYPTO_BYTES).fill(1))!;
   const large = await d.sealer.seal(
@@ -128,10 +129,10 @@ Deno.test("open answers in the call up to SYNC_CRYPTO_BYTES and through Web Cryp
 
 /**
  * Two channels over a loopback connection, both past the handshake: on an open bus, or
- * sealed under `secret`.
+ * sealed under `secret`; `sealer` is `a`'s, for frames a test writes to `a.conn` itself.
  */
 async function pair(secret?: string): Promise<
-  { a: BusChannel; b: BusChannel; close(): void }
+  { a: BusChannel; b: BusChannel; sealer: Sealer | null; close(): void }
 > {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const [dialed, accepted] = await Promise.all([
@@ -150,11 +151,14 @@ async function pair(secret?: string): Promise<
   const a = new BusChannel(dialed, limits);
   const b = new BusChannel(accepted, limits);
   const keys = secret === undefined ? null : await importSecret(secret);
-  a.trust(keys && await session(keys, "dialer", "Alford", "Ball", ND, NA));
+  const dialer = keys &&
+    await session(keys, "dialer", "Alford", "Ball", ND, NA);
+  a.trust(dialer);
   b.trust(keys && await session(keys, "acceptor", "Alford", "Ball", ND, NA));
   return {
     a,
     b,
+    sealer: dialer?.sealer ?? null,
     close() {
       a.close();
       b.close();
@@ -181,27 +185,21 @@ Deno.test("a record that finds the link idle leaves alone at once; those queued 
   }
 });
 
-/** Records frames sealed by `sealer`, in one buffer written at once (one read at the peer, as a rule). */
-async function sealedWrite(
-  to: BusChannel,
-  bodies: { records: string[] }[],
+/** Frames of `bodies` (records each) sealed by `sealer`, in one buffer, to write at once. */
+async function sealedFrames(
   sealer: Sealer,
-): Promise<void> {
-  const encoded = BusChannel.encode(
-    bodies.map((b) => records(b.records, sealer)),
-  );
-  const bytes = encoded instanceof Uint8Array ? encoded : await encoded;
-  await writeAll(to.conn, bytes);
+  bodies: string[][],
+): Promise<Uint8Array> {
+  const encoded = BusChannel.encode(bodies.map((r) => records(r, sealer)));
+  return encoded instanceof Uint8Array ? encoded : await encoded;
 }
 
 Deno.test("nextBatch hands over a read's sealed frames in order, small ones opened in the call and a large one by Web Crypto", async () => {
-  const secret = "correct horse battery staple";
-  const { a, b, close } = await pair(secret);
+  const { a, b, sealer, close } = await pair(SECRET);
   try {
-    const keys = (await importSecret(secret))!;
-    const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
     const sent = [[rec(1)], [rec(2, SYNC_CRYPTO_BYTES)], [rec(3), rec(4)]];
-    await sealedWrite(a, sent.map((r) => ({ records: r })), d.sealer);
+    // One write: one read at the peer, as a rule.
+    await writeAll(a.conn, await sealedFrames(sealer!, sent));
     // EOF after the frames: one that went missing ends the loop below with null, not a hang.
     await a.conn.closeWrite();
     const got: string[][] = [];
@@ -221,15 +219,9 @@ Deno.test("nextBatch hands over a read's sealed frames in order, small ones open
 });
 
 Deno.test("nextBatch ends with null when a frame of the read fails to open, the frames before it included", async () => {
-  const secret = "correct horse battery staple";
-  const { a, b, close } = await pair(secret);
+  const { a, b, sealer, close } = await pair(SECRET);
   try {
-    const keys = (await importSecret(secret))!;
-    const d = await session(keys, "dialer", "Alford", "Ball", ND, NA);
-    const encoded = BusChannel.encode([
-      records([rec(1)], d.sealer),
-      records([rec(2)], d.sealer),
-    ]) as Uint8Array;
+    const encoded = await sealedFrames(sealer!, [[rec(1)], [rec(2)]]);
     // The last byte is the second frame's tag: altered, that frame fails to open.
     encoded[encoded.length - 1] ^= 1;
     await writeAll(a.conn, encoded);
