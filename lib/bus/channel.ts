@@ -49,6 +49,13 @@ const FLUSH_BYTES = 256 * 1024;
 /** Read buffer before and after the handshake. */
 const SMALL_READ = 4 * 1024;
 const LARGE_READ = 64 * 1024;
+/**
+ * Writes up to this size go out of one buffer kept by the channel (after the handshake),
+ * not a fresh one each: at idle, where every step of a hop runs cold, allocating the ~100
+ * bytes of a one-record frame took 5-9 µs, as long as framing and copying it
+ * (docs/benchmarks.md, round nine).
+ */
+const SCRATCH_BYTES = 16 * 1024;
 
 interface OutItem {
   /** A control message's body, or null for records. */
@@ -73,8 +80,17 @@ export class BusChannel {
   readonly #limits: ChannelLimits;
   readonly #counters: ByteCounters | null;
   readonly #decoder: FrameDecoder;
+  /**
+   * The read buffer. Frames found whole in a read are views into it, not copies (the
+   * allocation of a copy was a relay's dearest step at idle, as in `SCRATCH_BYTES`), so
+   * the channel reads again only once every frame it holds has been opened or parsed,
+   * into bytes or a string of its own: `next` and `nextBatch` read only when `#frames` is
+   * empty, and one owner at a time reads a channel.
+   */
   #buf: Uint8Array;
   #frames: Uint8Array[] = [];
+  /** The buffer small writes are encoded into, from the handshake's end (`SCRATCH_BYTES`). */
+  #scratch: Uint8Array | undefined;
   #eof = false;
   #opener: Opener | null = null;
   #sealer: Sealer | null = null;
@@ -98,7 +114,7 @@ export class BusChannel {
     this.conn = conn;
     this.#limits = limits;
     this.#counters = counters;
-    this.#decoder = new FrameDecoder(limits.handshakeFrameBytes);
+    this.#decoder = new FrameDecoder(limits.handshakeFrameBytes, true);
     this.#buf = new Uint8Array(SMALL_READ);
   }
 
@@ -122,6 +138,7 @@ export class BusChannel {
     this.#sealer = session?.sealer ?? null;
     this.#decoder.setMax(this.#limits.frameBytes + 16);
     this.#buf = new Uint8Array(LARGE_READ);
+    this.#scratch = new Uint8Array(SCRATCH_BYTES);
   }
 
   #fail(problem: string): void {
@@ -351,8 +368,13 @@ export class BusChannel {
    * The frames of `items`, length-prefixed, in one buffer: a plain body is written straight
    * into it (no buffer of its own, no second copy), a sealed one as its ciphertext. In the
    * call (no promise) unless a frame is too large to seal in the call (`Sealer.sealNow`).
+   * The buffer is a view into `scratch` when they fit in it: the caller must be done with
+   * those bytes (written) before it encodes into `scratch` again.
    */
-  static encode(items: OutItem[]): Uint8Array | Promise<Uint8Array> {
+  static encode(
+    items: OutItem[],
+    scratch?: Uint8Array,
+  ): Uint8Array | Promise<Uint8Array> {
     const parts: (string | Uint8Array | Promise<Uint8Array>)[] = [];
     let later = false;
     for (const item of items) {
@@ -368,14 +390,21 @@ export class BusChannel {
         parts.push(now ?? item.sealer.seal(plain));
       }
     }
-    if (!later) return BusChannel.#join(parts as (string | Uint8Array)[]);
-    return Promise.all(parts).then((done) => BusChannel.#join(done));
+    if (!later) {
+      return BusChannel.#join(parts as (string | Uint8Array)[], scratch);
+    }
+    return Promise.all(parts).then((done) => BusChannel.#join(done, scratch));
   }
 
-  static #join(parts: (string | Uint8Array)[]): Uint8Array {
+  static #join(
+    parts: (string | Uint8Array)[],
+    scratch: Uint8Array | undefined,
+  ): Uint8Array {
     let size = 0;
     for (const part of parts) size += HEADER_BYTES + part.length;
-    const out = new Uint8Array(size);
+    const out = scratch !== undefined && size <= scratch.length
+      ? scratch.subarray(0, size)
+      : new Uint8Array(size);
     let off = 0;
     for (const part of parts) {
       const n = part.length;
@@ -401,8 +430,10 @@ export class BusChannel {
         this.#inflightBytes = this.#outBytes;
         this.#outBytes = 0;
         // Encoded and handed to the kernel in this turn when nothing needs Web Crypto: a
-        // relay leaves before the commit the same record started (`Store.offer`).
-        const encoded = BusChannel.encode(items);
+        // relay leaves before the commit the same record started (`Store.offer`). Into the
+        // scratch buffer when it fits: this loop is its one user, and the write is awaited
+        // before the next encode.
+        const encoded = BusChannel.encode(items, this.#scratch);
         const all = encoded instanceof Uint8Array ? encoded : await encoded;
         await writeAll(this.conn, all);
         this.bytesOut += all.length;

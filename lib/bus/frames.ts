@@ -39,9 +39,16 @@ export class FrameDecoder {
   #parts: Uint8Array[] = [];
   #have = 0;
   #error: string | null = null;
+  readonly #views: boolean;
 
-  constructor(maxBytes: number) {
+  /**
+   * With `views`, a frame found whole in one chunk comes back as a view into that chunk
+   * instead of a copy, for a caller done with every frame before it reuses the chunk
+   * (`BusChannel`). A frame split across chunks is always assembled into bytes of its own.
+   */
+  constructor(maxBytes: number, views = false) {
     this.#max = maxBytes;
+    this.#views = views;
   }
 
   /** Changes the bound (after a handshake, a neighbor gets the peer bound). */
@@ -54,7 +61,10 @@ export class FrameDecoder {
     return this.#headerFill + this.#have;
   }
 
-  /** Takes received bytes; `chunk` may be reused by the caller afterwards. */
+  /**
+   * Takes received bytes. `chunk` may be reused by the caller afterwards; with `views`, only
+   * once the frames returned are done with.
+   */
   push(chunk: Uint8Array): Decoded {
     const frames: Uint8Array[] = [];
     let at = 0;
@@ -82,8 +92,10 @@ export class FrameDecoder {
           break;
         }
         if (chunk.length - at >= n) {
-          // The whole body in this chunk too: one copy, no parts to join.
-          frames.push(chunk.slice(at, at + n));
+          // The whole body in this chunk too: a view, or one copy, and no parts to join.
+          frames.push(
+            this.#views ? chunk.subarray(at, at + n) : chunk.slice(at, at + n),
+          );
           at += n;
           continue;
         }
