@@ -17,14 +17,26 @@ import {
 } from "../lib/places/contract.ts";
 import type { ServerSpec, Topology } from "../lib/topology.ts";
 
-/** Ports the kernel says are free right now on 127.0.0.1. */
+/** Ports free right now on 127.0.0.1, outside the range the kernel gives connections. */
 export function freePorts(n: number): number[] {
-  const listeners = Array.from(
-    { length: n },
-    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
-  );
-  const ports = listeners.map((l) => (l.addr as Deno.NetAddr).port);
+  // Below the kernel's ephemeral range (32768-60999 here): a port the kernel picked from it,
+  // released, could become the local port of a connection a started node opens to its
+  // neighbors before the next node binds it ("bus port ... already in use", seen once in
+  // the whole suite's runs).
+  const listeners: Deno.Listener[] = [];
+  const ports: number[] = [];
+  for (let tries = 0; ports.length < n && tries < 50 * n; tries++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    if (ports.includes(port)) continue;
+    try {
+      listeners.push(Deno.listen({ hostname: "127.0.0.1", port }));
+      ports.push(port);
+    } catch { /* in use: another */ }
+  }
   for (const l of listeners) l.close();
+  if (ports.length < n) {
+    throw new Error(`only ${ports.length} of ${n} free ports`);
+  }
   return ports;
 }
 
