@@ -11,9 +11,13 @@ import { BusChannel } from "../lib/bus/channel.ts";
 import { formatMessage } from "../lib/bus/codec.ts";
 import { FrameDecoder } from "../lib/bus/frames.ts";
 import { writeAll } from "../lib/write_all.ts";
+import { createCipheriv, createDecipheriv } from "node:crypto";
 import {
+  type DirectionKey,
   importSecret,
-  type Sealer,
+  Opener,
+  Sealer,
+  type Session,
   session,
   SYNC_CRYPTO_BYTES,
 } from "../lib/bus/handshake.ts";
@@ -134,6 +138,22 @@ Deno.test("open answers in the call up to SYNC_CRYPTO_BYTES and through Web Cryp
 async function pair(secret?: string): Promise<
   { a: BusChannel; b: BusChannel; sealer: Sealer | null; close(): void }
 > {
+  const keys = secret === undefined ? null : await importSecret(secret);
+  const dialer = keys &&
+    await session(keys, "dialer", "Alford", "Ball", ND, NA);
+  const acceptor = keys &&
+    await session(keys, "acceptor", "Alford", "Ball", ND, NA);
+  return {
+    ...await pairWith(dialer, acceptor),
+    sealer: dialer?.sealer ?? null,
+  };
+}
+
+/** Two channels over a loopback connection, trusted with the sessions given. */
+async function pairWith(
+  dialer: Session | null,
+  acceptor: Session | null,
+): Promise<{ a: BusChannel; b: BusChannel; close(): void }> {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const [dialed, accepted] = await Promise.all([
     Deno.connect({
@@ -150,15 +170,11 @@ async function pair(secret?: string): Promise<
   };
   const a = new BusChannel(dialed, limits);
   const b = new BusChannel(accepted, limits);
-  const keys = secret === undefined ? null : await importSecret(secret);
-  const dialer = keys &&
-    await session(keys, "dialer", "Alford", "Ball", ND, NA);
   a.trust(dialer);
-  b.trust(keys && await session(keys, "acceptor", "Alford", "Ball", ND, NA));
+  b.trust(acceptor);
   return {
     a,
     b,
-    sealer: dialer?.sealer ?? null,
     close() {
       a.close();
       b.close();
@@ -306,6 +322,128 @@ Deno.test("records sent one by one to a peer that reads late arrive whole and in
       "every record intact, in order",
     );
     assert.equal(b.problem, null);
+  } finally {
+    close();
+  }
+});
+
+/** node:crypto's AES-GCM with the ciphers and deciphers it makes counted. */
+function countingCrypto() {
+  const made = { ciphers: 0, deciphers: 0 };
+  const node = {
+    createCipheriv: ((...args: Parameters<typeof createCipheriv>) => {
+      made.ciphers++;
+      return createCipheriv(...args);
+    }) as typeof createCipheriv,
+    createDecipheriv: ((...args: Parameters<typeof createDecipheriv>) => {
+      made.deciphers++;
+      return createDecipheriv(...args);
+    }) as typeof createDecipheriv,
+  };
+  return { made, node };
+}
+
+async function directionKey(
+  raw: Uint8Array<ArrayBuffer>,
+  use: "encrypt" | "decrypt",
+  node: DirectionKey["node"],
+): Promise<DirectionKey> {
+  const web = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, [
+    use,
+  ]);
+  return { raw, web, node };
+}
+
+Deno.test("a prepared cipher or decipher serves the next frame only, and frames come out as without it", async () => {
+  const { made, node } = countingCrypto();
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  const sealer = new Sealer(await directionKey(raw, "encrypt", node));
+  const opener = new Opener(await directionKey(raw, "decrypt", node));
+  const small = (i: number) => new TextEncoder().encode(rec(i));
+  const large = new Uint8Array(SYNC_CRYPTO_BYTES + 1).fill(9);
+
+  sealer.prepare();
+  sealer.prepare();
+  assert.equal(made.ciphers, 1, "prepare makes one cipher");
+  const f0 = sealer.sealNow(small(0))!;
+  assert.equal(made.ciphers, 1, "frame 0 is sealed with the prepared cipher");
+  sealer.prepare();
+  // Web Crypto takes frame 1's number: the cipher made for it must not seal frame 2.
+  const f1 = await sealer.seal(large);
+  const f2 = sealer.sealNow(small(2))!;
+  assert.equal(made.ciphers, 3);
+
+  // The same frames as a sealer that never prepares.
+  const plain = new Sealer(await directionKey(raw, "encrypt", node));
+  assert.deepEqual(plain.sealNow(small(0)), f0);
+  assert.deepEqual(await plain.seal(large), f1);
+  assert.deepEqual(plain.sealNow(small(2)), f2);
+
+  opener.prepare();
+  opener.prepare();
+  assert.equal(made.deciphers, 1, "prepare makes one decipher");
+  assert.deepEqual(opener.open(f0), small(0));
+  assert.equal(made.deciphers, 1, "frame 0 is opened with the prepared one");
+  opener.prepare();
+  assert.deepEqual(await opener.open(f1), large);
+  assert.deepEqual(opener.open(f2), small(2));
+  // Prepared for frame 3, it does not open frame 2 again.
+  opener.prepare();
+  assert.equal(opener.open(f2), null);
+});
+
+Deno.test("a channel makes the next frame's cipher and decipher while idle, not when a record comes", async () => {
+  const { made, node } = countingCrypto();
+  const there = crypto.getRandomValues(new Uint8Array(32));
+  const back = crypto.getRandomValues(new Uint8Array(32));
+  const dialer: Session = {
+    sealer: new Sealer(await directionKey(there, "encrypt", node)),
+    opener: new Opener(await directionKey(back, "decrypt", node)),
+  };
+  const acceptor: Session = {
+    sealer: new Sealer(await directionKey(back, "encrypt", node)),
+    opener: new Opener(await directionKey(there, "decrypt", node)),
+  };
+  const { a, b, close } = await pairWith(dialer, acceptor);
+  try {
+    // b waits for its first read: its decipher for frame 0 is made before the frame comes.
+    const first = b.nextBatch();
+    assert.equal(made.deciphers, 1);
+    assert.ok(a.sendRecords([rec(1)]));
+    assert.equal(made.ciphers, 1, "the first frame makes its cipher");
+    const got1 = await first;
+    assert.deepEqual(
+      got1?.flatMap((m) => m.kind === "records" ? m.records : []),
+      [rec(1)],
+    );
+    assert.equal(
+      made.deciphers,
+      1,
+      "frame 0 opened with the decipher made before it",
+    );
+    // a's write is done and a is idle: the cipher for frame 1 is made now.
+    for (let i = 0; i < 50 && made.ciphers < 2; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    assert.equal(made.ciphers, 2);
+    const second = b.nextBatch();
+    assert.equal(made.deciphers, 2);
+    assert.ok(a.sendRecords([rec(2)]));
+    assert.equal(
+      made.ciphers,
+      2,
+      "frame 1 is sealed with the cipher made before it",
+    );
+    const got2 = await second;
+    assert.deepEqual(
+      got2?.flatMap((m) => m.kind === "records" ? m.records : []),
+      [rec(2)],
+    );
+    assert.equal(
+      made.deciphers,
+      2,
+      "and opened with the decipher made before it",
+    );
   } finally {
     close();
   }

@@ -152,6 +152,7 @@ export class BusChannel {
    */
   async #fill(): Promise<boolean> {
     if (this.#eof || this.#closed) return false;
+    this.#opener?.prepare();
     let n: number | null;
     try {
       n = await this.conn.read(this.#buf);
@@ -243,6 +244,8 @@ export class BusChannel {
         if (this.problem !== null) this.close();
         return null;
       }
+      // The last batch is handled (its relays gone): make the next frame's decipher now.
+      this.#opener?.prepare();
       let n: number | null;
       try {
         n = await this.conn.read(this.#buf);
@@ -441,6 +444,8 @@ export class BusChannel {
         this.#inflightBytes = 0;
         this.#notify();
       }
+      // Idle again, its writes gone: make the next frame's cipher now, not on its way.
+      if (!this.#closed) this.#sealer?.prepare();
     } catch {
       this.close();
     } finally {
@@ -456,6 +461,8 @@ export class BusChannel {
     this.#closed = true;
     this.#out = [];
     this.#outBytes = 0;
+    this.#sealer?.release();
+    this.#opener?.release();
     try {
       this.conn.close();
     } catch { /* already closed */ }

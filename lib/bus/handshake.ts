@@ -223,8 +223,33 @@ type NodeCrypto = Pick<
   "createCipheriv" | "createDecipheriv"
 >;
 
+type Cipher = ReturnType<typeof aesGcmCipher>;
+type Decipher = ReturnType<typeof aesGcmDecipher>;
+
+function aesGcmCipher(key: DirectionKey, iv: Uint8Array) {
+  const c = key.node.createCipheriv("aes-256-gcm", key.raw, iv);
+  c.setAAD(AAD);
+  return c;
+}
+
+function aesGcmDecipher(key: DirectionKey, iv: Uint8Array) {
+  const d = key.node.createDecipheriv("aes-256-gcm", key.raw, iv);
+  d.setAAD(AAD);
+  return d;
+}
+
+/**
+ * Ends a cipher or decipher made ahead and not used: each holds a runtime resource until
+ * `final` (which a decipher without its tag fails, releasing it all the same).
+ */
+function release(c: Cipher | Decipher): void {
+  try {
+    c.final();
+  } catch { /* released */ }
+}
+
 /** One direction's key, as node:crypto and as Web Crypto take it. */
-interface DirectionKey {
+export interface DirectionKey {
   raw: Uint8Array;
   web: CryptoKey;
   node: NodeCrypto;
@@ -248,11 +273,23 @@ async function directionKey(
   };
 }
 
-/** Seals the frames of one direction in order (AES-256-GCM, 16-byte tag). */
+/**
+ * Seals the frames of one direction in order (AES-256-GCM, 16-byte tag).
+ *
+ * `prepare` makes node:crypto's cipher for the next frame ahead of it, off a record's path:
+ * at idle, where every step of a hop runs cold, making the cipher took 49 of the 78 µs a
+ * one-record frame's seal took, and a relay on a closed bus opens a frame and seals one
+ * (docs/benchmarks.md, round nine). `Opener.prepare` likewise.
+ */
 export class Sealer {
   readonly #key: DirectionKey;
   readonly #iv = new Uint8Array(12);
   #seq = 0;
+  /**
+   * The cipher for frame `seq`, made by `prepare`: used by that frame only (a frame sealed
+   * by Web Crypto meanwhile takes the number, and the next frame makes its own).
+   */
+  #ready: { seq: number; cipher: Cipher } | null = null;
 
   constructor(key: DirectionKey) {
     this.#key = key;
@@ -284,12 +321,13 @@ export class Sealer {
    */
   sealNow(plain: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> | null {
     if (plain.length > SYNC_CRYPTO_BYTES) return null;
-    const c = this.#key.node.createCipheriv(
-      "aes-256-gcm",
-      this.#key.raw,
-      ivOf(this.#seq++, this.#iv),
-    );
-    c.setAAD(AAD);
+    const seq = this.#seq++;
+    const ready = this.#ready;
+    this.#ready = null;
+    if (ready !== null && ready.seq !== seq) release(ready.cipher);
+    const c = ready !== null && ready.seq === seq
+      ? ready.cipher
+      : aesGcmCipher(this.#key, ivOf(seq, this.#iv));
     const head = c.update(plain);
     const tail = c.final();
     const out = new Uint8Array(head.length + tail.length + TAG_BYTES);
@@ -298,6 +336,22 @@ export class Sealer {
     out.set(c.getAuthTag(), head.length + tail.length);
     return out;
   }
+
+  /** Makes the cipher for the next frame now, if it is not made yet (see the class). */
+  prepare(): void {
+    if (this.#ready !== null && this.#ready.seq === this.#seq) return;
+    this.release();
+    this.#ready = {
+      seq: this.#seq,
+      cipher: aesGcmCipher(this.#key, ivOf(this.#seq, this.#iv)),
+    };
+  }
+
+  /** Ends the cipher made ahead, if any (the channel is closing). */
+  release(): void {
+    if (this.#ready !== null) release(this.#ready.cipher);
+    this.#ready = null;
+  }
 }
 
 /** Opens the frames of one direction, each exactly once and in order. */
@@ -305,6 +359,8 @@ export class Opener {
   readonly #key: DirectionKey;
   readonly #iv = new Uint8Array(12);
   #seq = 0;
+  /** The decipher for frame `seq`, made by `prepare`: used by that frame only. */
+  #ready: { seq: number; decipher: Decipher } | null = null;
 
   constructor(key: DirectionKey) {
     this.#key = key;
@@ -324,6 +380,13 @@ export class Opener {
     | null
     | Promise<Uint8Array<ArrayBuffer> | null> {
     const seq = this.#seq++;
+    const ready = this.#ready;
+    this.#ready = null;
+    const fits = cipher.length >= TAG_BYTES &&
+      cipher.length - TAG_BYTES <= SYNC_CRYPTO_BYTES;
+    if (ready !== null && !(fits && ready.seq === seq)) {
+      release(ready.decipher);
+    }
     if (cipher.length < TAG_BYTES) return null;
     if (cipher.length - TAG_BYTES > SYNC_CRYPTO_BYTES) {
       return crypto.subtle.decrypt(
@@ -334,12 +397,9 @@ export class Opener {
     }
     const end = cipher.length - TAG_BYTES;
     try {
-      const d = this.#key.node.createDecipheriv(
-        "aes-256-gcm",
-        this.#key.raw,
-        ivOf(seq, this.#iv),
-      );
-      d.setAAD(AAD);
+      const d = ready !== null && ready.seq === seq
+        ? ready.decipher
+        : aesGcmDecipher(this.#key, ivOf(seq, this.#iv));
       d.setAuthTag(cipher.subarray(end));
       const head = d.update(cipher.subarray(0, end));
       const tail = d.final();
@@ -350,6 +410,25 @@ export class Opener {
     } catch {
       return null;
     }
+  }
+
+  /**
+   * Makes the decipher for the next frame now, if it is not made yet (as
+   * `Sealer.prepare`): a channel calls it before it waits for its next read.
+   */
+  prepare(): void {
+    if (this.#ready !== null && this.#ready.seq === this.#seq) return;
+    this.release();
+    this.#ready = {
+      seq: this.#seq,
+      decipher: aesGcmDecipher(this.#key, ivOf(this.#seq, this.#iv)),
+    };
+  }
+
+  /** Ends the decipher made ahead, if any (the channel is closing). */
+  release(): void {
+    if (this.#ready !== null) release(this.#ready.decipher);
+    this.#ready = null;
   }
 }
 

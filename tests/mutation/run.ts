@@ -81,6 +81,9 @@ for (const m of chosen) {
         "--allow-all",
         "--no-check",
         "--fail-fast",
+        // As `deno task test` runs them: a leaked resource or op fails the test.
+        "--sanitize-ops",
+        "--sanitize-resources",
         ...m.tests,
       ],
       dir,
