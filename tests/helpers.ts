@@ -17,20 +17,39 @@ import {
 } from "../lib/places/contract.ts";
 import type { ServerSpec, Topology } from "../lib/topology.ts";
 
-/** Ports free right now on 127.0.0.1, outside the range the kernel gives connections. */
+/** The first port of the kernel's range for connections' local ports (Linux: /proc). */
+function ephemeralStart(): number {
+  try {
+    const text = Deno.readTextFileSync(
+      "/proc/sys/net/ipv4/ip_local_port_range",
+    );
+    const first = Number(text.trim().split(/\s+/)[0]);
+    if (Number.isInteger(first) && first > 4096) return first;
+  } catch { /* not Linux, or no read permission */ }
+  return 32768;
+}
+
+const EPHEMERAL_START = ephemeralStart();
+/** Ports handed out by this process: none twice, bound yet or not. */
+const handedOut = new Set<number>();
+
+/**
+ * Ports free right now on 127.0.0.1, below the kernel's range for connections' local
+ * ports: a port the kernel picked from that range and released could become the local
+ * port of a connection a started node opens to its neighbors before the next node binds
+ * it ("bus port ... already in use", seen once in the whole suite's runs).
+ */
 export function freePorts(n: number): number[] {
-  // Below the kernel's ephemeral range (32768-60999 here): a port the kernel picked from it,
-  // released, could become the local port of a connection a started node opens to its
-  // neighbors before the next node binds it ("bus port ... already in use", seen once in
-  // the whole suite's runs).
+  const low = Math.max(1024, EPHEMERAL_START - 12_000);
   const listeners: Deno.Listener[] = [];
   const ports: number[] = [];
   for (let tries = 0; ports.length < n && tries < 50 * n; tries++) {
-    const port = 20_000 + Math.floor(Math.random() * 12_000);
-    if (ports.includes(port)) continue;
+    const port = low + Math.floor(Math.random() * (EPHEMERAL_START - low));
+    if (handedOut.has(port)) continue;
     try {
       listeners.push(Deno.listen({ hostname: "127.0.0.1", port }));
       ports.push(port);
+      handedOut.add(port);
     } catch { /* in use: another */ }
   }
   for (const l of listeners) l.close();

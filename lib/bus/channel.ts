@@ -51,9 +51,9 @@ const SMALL_READ = 4 * 1024;
 const LARGE_READ = 64 * 1024;
 /**
  * Writes up to this size go out of one buffer kept by the channel (after the handshake),
- * not a fresh one each: at idle, where every step of a hop runs cold, allocating the ~100
- * bytes of a one-record frame took 5-9 µs, as long as framing and copying it
- * (docs/benchmarks.md, round nine).
+ * not a fresh one each: at idle, where every step of a hop runs cold, a one-record frame's
+ * encode took 9.6 µs into a fresh buffer and 6.5 µs into the kept one (docs/benchmarks.md,
+ * round nine).
  */
 const SCRATCH_BYTES = 16 * 1024;
 
@@ -81,14 +81,16 @@ export class BusChannel {
   readonly #counters: ByteCounters | null;
   readonly #decoder: FrameDecoder;
   /**
-   * The read buffer. Frames found whole in a read are views into it, not copies (the
-   * allocation of a copy was a relay's dearest step at idle, as in `SCRATCH_BYTES`), so
-   * the channel reads again only once every frame it holds has been opened or parsed,
-   * into bytes or a string of its own: `next` and `nextBatch` read only when `#frames` is
-   * empty, and one owner at a time reads a channel.
+   * The read buffer. Frames whose body came whole in one read are views into it, not
+   * copies (at idle a copy took 5.9 µs of a relay's hop, a view 1.6; docs/benchmarks.md,
+   * round nine), so the channel reads again only once every frame it holds has been opened
+   * or parsed, into bytes or a string of its own: `next` and `nextBatch` read only when
+   * `#frames` is empty, and one of them at a time (`#enter`).
    */
   #buf: Uint8Array;
   #frames: Uint8Array[] = [];
+  /** A `next` or `nextBatch` is in progress (`#enter`). */
+  #reading = false;
   /** The buffer small writes are encoded into, from the handshake's end (`SCRATCH_BYTES`). */
   #scratch: Uint8Array | undefined;
   #eof = false;
@@ -153,24 +155,25 @@ export class BusChannel {
   async #fill(): Promise<boolean> {
     if (this.#eof || this.#closed) return false;
     this.#opener?.prepare();
+    const buf = this.#buf;
     let n: number | null;
     try {
-      n = await this.conn.read(this.#buf);
+      n = await this.conn.read(buf);
     } catch {
       n = null;
     }
-    return this.#took(n);
+    return this.#took(n, buf);
   }
 
-  /** Frames the `n` bytes a read brought (null: EOF); false when nothing more will come. */
-  #took(n: number | null): boolean {
+  /** Frames the `n` bytes a read brought into `buf` (null: EOF); false when nothing more will come. */
+  #took(n: number | null, buf: Uint8Array): boolean {
     if (n === null) {
       this.#eof = true;
       return false;
     }
     this.bytesIn += n;
     if (this.#counters) this.#counters.bytesIn += n;
-    const got = this.#decoder.push(this.#buf.subarray(0, n));
+    const got = this.#decoder.push(buf.subarray(0, n));
     for (const f of got.frames) this.#frames.push(f);
     if (got.error !== null) {
       this.#eof = true;
@@ -206,28 +209,44 @@ export class BusChannel {
 
   /** The next message, or null at EOF or on a bad frame; throws PeerTimeout after `timeoutMs`. */
   async next(timeoutMs?: number): Promise<BusMessage | null> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let timedOut = false;
-    if (this.#frames.length === 0 && timeoutMs !== undefined) {
-      timer = setTimeout(() => {
-        timedOut = true;
-        this.close();
-      }, timeoutMs);
-    }
+    this.#enter();
     try {
-      while (this.#frames.length === 0) {
-        if (!(await this.#fill())) break;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      let timedOut = false;
+      if (this.#frames.length === 0 && timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          timedOut = true;
+          this.close();
+        }, timeoutMs);
       }
+      try {
+        while (this.#frames.length === 0) {
+          if (!(await this.#fill())) break;
+        }
+      } finally {
+        clearTimeout(timer);
+      }
+      if (timedOut) throw new PeerTimeout(`no answer within ${timeoutMs} ms`);
+      const frame = this.#frames.shift();
+      if (frame === undefined) {
+        if (this.problem !== null) this.close();
+        return null;
+      }
+      return await this.#decode(frame);
     } finally {
-      clearTimeout(timer);
+      this.#reading = false;
     }
-    if (timedOut) throw new PeerTimeout(`no answer within ${timeoutMs} ms`);
-    const frame = this.#frames.shift();
-    if (frame === undefined) {
-      if (this.problem !== null) this.close();
-      return null;
+  }
+
+  /**
+   * One reader at a time (`next`, `nextBatch`): frames are views into the read buffer
+   * (`#buf`), which a second reader's read would overwrite under the first.
+   */
+  #enter(): void {
+    if (this.#reading) {
+      throw new Error("a bus channel is read by one reader at a time");
     }
-    return await this.#decode(frame);
+    this.#reading = true;
   }
 
   /**
@@ -239,31 +258,37 @@ export class BusChannel {
    * (docs/benchmarks.md, round eight).
    */
   async nextBatch(): Promise<BusMessage[] | null> {
-    while (this.#frames.length === 0) {
-      if (this.#eof || this.#closed) {
-        if (this.problem !== null) this.close();
-        return null;
+    this.#enter();
+    try {
+      while (this.#frames.length === 0) {
+        if (this.#eof || this.#closed) {
+          if (this.problem !== null) this.close();
+          return null;
+        }
+        // The last batch is handled (its relays gone): make the next frame's decipher now.
+        this.#opener?.prepare();
+        const buf = this.#buf;
+        let n: number | null;
+        try {
+          n = await this.conn.read(buf);
+        } catch {
+          n = null;
+        }
+        this.#took(n, buf);
       }
-      // The last batch is handled (its relays gone): make the next frame's decipher now.
-      this.#opener?.prepare();
-      let n: number | null;
-      try {
-        n = await this.conn.read(this.#buf);
-      } catch {
-        n = null;
+      const frames = this.#frames;
+      this.#frames = [];
+      const out: BusMessage[] = [];
+      for (const frame of frames) {
+        const decoded = this.#decode(frame);
+        const msg = decoded instanceof Promise ? await decoded : decoded;
+        if (msg === null) return null;
+        out.push(msg);
       }
-      this.#took(n);
+      return out;
+    } finally {
+      this.#reading = false;
     }
-    const frames = this.#frames;
-    this.#frames = [];
-    const out: BusMessage[] = [];
-    for (const frame of frames) {
-      const decoded = this.#decode(frame);
-      const msg = decoded instanceof Promise ? await decoded : decoded;
-      if (msg === null) return null;
-      out.push(msg);
-    }
-    return out;
   }
 
   /**

@@ -42,9 +42,9 @@ export class FrameDecoder {
   readonly #views: boolean;
 
   /**
-   * With `views`, a frame found whole in one chunk comes back as a view into that chunk
-   * instead of a copy, for a caller done with every frame before it reuses the chunk
-   * (`BusChannel`). A frame split across chunks is always assembled into bytes of its own.
+   * With `views`, a frame whose body came whole in one chunk comes back as a view into that
+   * chunk instead of a copy, for a caller done with every frame before it reuses the chunk
+   * (`BusChannel`). A body split across chunks is always assembled into bytes of its own.
    */
   constructor(maxBytes: number, views = false) {
     this.#max = maxBytes;

@@ -337,14 +337,19 @@ export class Sealer {
     return out;
   }
 
-  /** Makes the cipher for the next frame now, if it is not made yet (see the class). */
+  /**
+   * Makes the cipher for the next frame now, if it is not made yet (see the class). Never
+   * throws: should node:crypto fail here, the frame makes its own when it is sealed.
+   */
   prepare(): void {
     if (this.#ready !== null && this.#ready.seq === this.#seq) return;
     this.release();
-    this.#ready = {
-      seq: this.#seq,
-      cipher: aesGcmCipher(this.#key, ivOf(this.#seq, this.#iv)),
-    };
+    try {
+      this.#ready = {
+        seq: this.#seq,
+        cipher: aesGcmCipher(this.#key, ivOf(this.#seq, this.#iv)),
+      };
+    } catch { /* made at the seal */ }
   }
 
   /** Ends the cipher made ahead, if any (the channel is closing). */
@@ -396,33 +401,41 @@ export class Opener {
       ).then((plain) => new Uint8Array(plain), () => null);
     }
     const end = cipher.length - TAG_BYTES;
+    let d: Decipher | null = null;
     try {
-      const d = ready !== null && ready.seq === seq
+      d = ready !== null && ready.seq === seq
         ? ready.decipher
         : aesGcmDecipher(this.#key, ivOf(seq, this.#iv));
       d.setAuthTag(cipher.subarray(end));
       const head = d.update(cipher.subarray(0, end));
       const tail = d.final();
+      d = null;
       const out = new Uint8Array(head.length + tail.length);
       out.set(head, 0);
       out.set(tail, head.length);
       return out;
     } catch {
+      // A tag that does not match fails `final`, which releases the decipher; anything
+      // failing before it would leave it held.
+      if (d !== null) release(d);
       return null;
     }
   }
 
   /**
    * Makes the decipher for the next frame now, if it is not made yet (as
-   * `Sealer.prepare`): a channel calls it before it waits for its next read.
+   * `Sealer.prepare`, and never throws either): a channel calls it before it waits for its
+   * next read.
    */
   prepare(): void {
     if (this.#ready !== null && this.#ready.seq === this.#seq) return;
     this.release();
-    this.#ready = {
-      seq: this.#seq,
-      decipher: aesGcmDecipher(this.#key, ivOf(this.#seq, this.#iv)),
-    };
+    try {
+      this.#ready = {
+        seq: this.#seq,
+        decipher: aesGcmDecipher(this.#key, ivOf(this.#seq, this.#iv)),
+      };
+    } catch { /* made at the open */ }
   }
 
   /** Ends the decipher made ahead, if any (the channel is closing). */
