@@ -8,12 +8,12 @@
 
 import assert from "assert";
 import { BusChannel } from "../lib/bus/channel.ts";
-import { formatMessage } from "../lib/bus/codec.ts";
+import { type BusMessage, formatMessage } from "../lib/bus/codec.ts";
 import { FrameDecoder } from "../lib/bus/frames.ts";
 import { writeAll } from "../lib/write_all.ts";
 import { createCipheriv, createDecipheriv } from "node:crypto";
 import {
-  type DirectionKey,
+  directionKey,
   importSecret,
   Opener,
   Sealer,
@@ -40,6 +40,11 @@ function records(lines: string[], sealer: Sealer | null) {
 
 function control(body: string, sealer: Sealer | null) {
   return { body, records: [], bytes: body.length + 4, sealer };
+}
+
+/** The records of a batch's records messages, in order. */
+function recordsOf(batch: BusMessage[] | null): string[] | undefined {
+  return batch?.flatMap((m) => m.kind === "records" ? m.records : []);
 }
 
 /** The frame bodies in `bytes`, in order. */
@@ -349,17 +354,6 @@ function countingCrypto() {
   return { made, node };
 }
 
-async function directionKey(
-  raw: Uint8Array<ArrayBuffer>,
-  use: "encrypt" | "decrypt",
-  node: DirectionKey["node"],
-): Promise<DirectionKey> {
-  const web = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, [
-    use,
-  ]);
-  return { raw, web, node };
-}
-
 Deno.test("a prepared cipher or decipher serves the next frame only, and frames come out as without it", async () => {
   const { made, node } = countingCrypto();
   const raw = crypto.getRandomValues(new Uint8Array(32));
@@ -418,10 +412,7 @@ Deno.test("a channel makes the next frame's cipher and decipher while idle, not 
     assert.ok(a.sendRecords([rec(1)]));
     assert.equal(made.ciphers, 1, "the first frame makes its cipher");
     const got1 = await first;
-    assert.deepEqual(
-      got1?.flatMap((m) => m.kind === "records" ? m.records : []),
-      [rec(1)],
-    );
+    assert.deepEqual(recordsOf(got1), [rec(1)]);
     assert.equal(
       made.deciphers,
       1,
@@ -441,10 +432,7 @@ Deno.test("a channel makes the next frame's cipher and decipher while idle, not 
       "frame 1 is sealed with the cipher made before it",
     );
     const got2 = await second;
-    assert.deepEqual(
-      got2?.flatMap((m) => m.kind === "records" ? m.records : []),
-      [rec(2)],
-    );
+    assert.deepEqual(recordsOf(got2), [rec(2)]);
     assert.equal(
       made.deciphers,
       2,
@@ -465,10 +453,7 @@ Deno.test("a channel idle after a frame sealed by Web Crypto lets go of the ciph
     await new Promise((r) => setTimeout(r, 20));
     assert.ok(a.sendRecords([rec(1, SYNC_CRYPTO_BYTES)]));
     const got = await b.nextBatch();
-    assert.deepEqual(
-      got?.flatMap((m) => m.kind === "records" ? m.records : []),
-      [rec(1, SYNC_CRYPTO_BYTES)],
-    );
+    assert.deepEqual(recordsOf(got), [rec(1, SYNC_CRYPTO_BYTES)]);
     // Idle again: the cipher for frame 2 replaces it.
     await new Promise((r) => setTimeout(r, 20));
   } finally {
@@ -512,10 +497,7 @@ Deno.test("a channel is read by one reader at a time", async () => {
     assert.match(await settled(b.nextBatch()), /one reader at a time/);
     assert.match(await settled(b.next()), /one reader at a time/);
     assert.ok(a.sendRecords([rec(1)]));
-    assert.deepEqual(
-      (await first)?.flatMap((m) => m.kind === "records" ? m.records : []),
-      [rec(1)],
-    );
+    assert.deepEqual(recordsOf(await first), [rec(1)]);
     // Done: the next reader may come.
     assert.ok(a.sendRecords([rec(2)]));
     const msg = await b.next(5000);

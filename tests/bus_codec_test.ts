@@ -278,6 +278,18 @@ Deno.test("codec: random bytes are refused or parse to a message that formats ba
 
 // ---- frames -----------------------------------------------------------------------------
 
+/** The frames of `bodies`, one after another, as a peer's stream. */
+function frameStream(bodies: Uint8Array[]): Uint8Array {
+  const frames = bodies.map(encodeFrame);
+  const all = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  let off = 0;
+  for (const f of frames) {
+    all.set(f, off);
+    off += f.length;
+  }
+  return all;
+}
+
 Deno.test("frames: a stream of frames split anywhere decodes to the same bodies", () => {
   fc.assert(
     fc.property(
@@ -287,13 +299,7 @@ Deno.test("frames: a stream of frames split anywhere decodes to the same bodies"
         maxLength: 20,
       }),
       (bodies, cuts) => {
-        const stream = bodies.map(encodeFrame);
-        const all = new Uint8Array(stream.reduce((n, f) => n + f.length, 0));
-        let off = 0;
-        for (const f of stream) {
-          all.set(f, off);
-          off += f.length;
-        }
+        const all = frameStream(bodies);
         const d = new FrameDecoder(300);
         const got: Uint8Array[] = [];
         let at = 0;
@@ -324,13 +330,7 @@ Deno.test("frames: with views, a stream read into one reused buffer still decode
         maxLength: 20,
       }),
       (bodies, cuts) => {
-        const stream = bodies.map(encodeFrame);
-        const all = new Uint8Array(stream.reduce((n, f) => n + f.length, 0));
-        let off = 0;
-        for (const f of stream) {
-          all.set(f, off);
-          off += f.length;
-        }
+        const all = frameStream(bodies);
         // As BusChannel reads: every chunk into the same buffer, each frame done with (here
         // copied out) before the next read overwrites it.
         const buf = new Uint8Array(64);

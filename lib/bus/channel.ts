@@ -150,12 +150,12 @@ export class BusChannel {
 
   /**
    * One read, framed (`next`'s path). `nextBatch` makes the same read inline, without this
-   * function's promise: a change to one (a deadline, a counter) belongs in both.
+   * function's promise; what comes before and after it is shared (`#beforeRead`, `#took`),
+   * and a change to the read itself (a deadline) belongs in both.
    */
   async #fill(): Promise<boolean> {
     if (this.#eof || this.#closed) return false;
-    this.#opener?.prepare();
-    const buf = this.#buf;
+    const buf = this.#beforeRead();
     let n: number | null;
     try {
       n = await this.conn.read(buf);
@@ -163,6 +163,16 @@ export class BusChannel {
       n = null;
     }
     return this.#took(n, buf);
+  }
+
+  /**
+   * What comes before each read (`#fill`'s and `nextBatch`'s): the last frames are handled,
+   * their relays gone, so the next frame's decipher is made now. Returns the buffer to read
+   * into, which `#took` then frames.
+   */
+  #beforeRead(): Uint8Array {
+    this.#opener?.prepare();
+    return this.#buf;
   }
 
   /** Frames the `n` bytes a read brought into `buf` (null: EOF); false when nothing more will come. */
@@ -265,9 +275,7 @@ export class BusChannel {
           if (this.problem !== null) this.close();
           return null;
         }
-        // The last batch is handled (its relays gone): make the next frame's decipher now.
-        this.#opener?.prepare();
-        const buf = this.#buf;
+        const buf = this.#beforeRead();
         let n: number | null;
         try {
           n = await this.conn.read(buf);

@@ -218,7 +218,7 @@ const TAG_BYTES = 16;
 export const SYNC_CRYPTO_BYTES = 16 * 1024;
 
 /** node:crypto's AES-GCM, as the sealer and opener use it. */
-type NodeCrypto = Pick<
+export type NodeCrypto = Pick<
   typeof import("node:crypto"),
   "createCipheriv" | "createDecipheriv"
 >;
@@ -242,10 +242,53 @@ function aesGcmDecipher(key: DirectionKey, iv: Uint8Array) {
  * Ends a cipher or decipher made ahead and not used: each holds a runtime resource until
  * `final` (which a decipher without its tag fails, releasing it all the same).
  */
-function release(c: Cipher | Decipher): void {
+function finalize(c: Cipher | Decipher): void {
   try {
     c.final();
   } catch { /* released */ }
+}
+
+/**
+ * node:crypto's cipher (or decipher) for one frame number, made ahead by `prepare`, off a
+ * record's path: at idle, where every step of a hop runs cold, a one-record frame's seal took
+ * 70 µs and its open 73 µs, and of a cipher's steps timed one by one `createCipheriv` alone
+ * took 49 µs (a relay on a closed bus opens a frame and seals one; docs/benchmarks.md, round
+ * nine). What is made ahead serves its own frame number only: Web Crypto may take that number
+ * for a large frame meanwhile, and the next frame then makes its own.
+ */
+class MadeAhead<T extends Cipher | Decipher> {
+  readonly #make: (seq: number) => T;
+  #seq = -1;
+  #made: T | null = null;
+
+  constructor(make: (seq: number) => T) {
+    this.#make = make;
+  }
+
+  /** Makes the object for frame `seq` now, if it is not made yet. Never throws. */
+  prepare(seq: number): void {
+    if (this.#made !== null && this.#seq === seq) return;
+    this.release();
+    try {
+      this.#made = this.#make(seq);
+      this.#seq = seq;
+    } catch { /* made when the frame comes */ }
+  }
+
+  /** The object for frame `seq`: the one made ahead if it is for `seq`, else a new one. */
+  take(seq: number): T {
+    const made = this.#made;
+    this.#made = null;
+    if (made !== null && this.#seq === seq) return made;
+    if (made !== null) finalize(made);
+    return this.#make(seq);
+  }
+
+  /** Ends the object made ahead, if any. */
+  release(): void {
+    if (this.#made !== null) finalize(this.#made);
+    this.#made = null;
+  }
 }
 
 /** One direction's key, as node:crypto and as Web Crypto take it. */
@@ -261,38 +304,38 @@ export interface DirectionKey {
  */
 let nodeCrypto: Promise<NodeCrypto> | null = null;
 
-async function directionKey(
+/**
+ * The key of one direction from its bits. `node` stands in for node:crypto (tests count the
+ * ciphers it makes).
+ */
+export async function directionKey(
   raw: Uint8Array<ArrayBuffer>,
   use: "encrypt" | "decrypt",
+  node?: NodeCrypto,
 ): Promise<DirectionKey> {
-  nodeCrypto ??= import("node:crypto");
+  if (node === undefined) nodeCrypto ??= import("node:crypto");
   return {
     raw,
     web: await crypto.subtle.importKey("raw", raw, "AES-GCM", false, [use]),
-    node: await nodeCrypto,
+    node: node ?? await nodeCrypto!,
   };
 }
 
 /**
- * Seals the frames of one direction in order (AES-256-GCM, 16-byte tag).
- *
- * `prepare` makes node:crypto's cipher for the next frame ahead of it, off a record's path:
- * at idle, where every step of a hop runs cold, making the cipher took 49 of the 78 µs a
- * one-record frame's seal took, and a relay on a closed bus opens a frame and seals one
- * (docs/benchmarks.md, round nine). `Opener.prepare` likewise.
+ * Seals the frames of one direction in order (AES-256-GCM, 16-byte tag). `prepare` makes the
+ * next frame's cipher ahead (`MadeAhead`).
  */
 export class Sealer {
   readonly #key: DirectionKey;
   readonly #iv = new Uint8Array(12);
   #seq = 0;
-  /**
-   * The cipher for frame `seq`, made by `prepare`: used by that frame only (a frame sealed
-   * by Web Crypto meanwhile takes the number, and the next frame makes its own).
-   */
-  #ready: { seq: number; cipher: Cipher } | null = null;
+  readonly #ahead: MadeAhead<Cipher>;
 
   constructor(key: DirectionKey) {
     this.#key = key;
+    this.#ahead = new MadeAhead((seq) =>
+      aesGcmCipher(key, ivOf(seq, this.#iv))
+    );
   }
 
   /** Frames sealed so far. */
@@ -321,13 +364,7 @@ export class Sealer {
    */
   sealNow(plain: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> | null {
     if (plain.length > SYNC_CRYPTO_BYTES) return null;
-    const seq = this.#seq++;
-    const ready = this.#ready;
-    this.#ready = null;
-    if (ready !== null && ready.seq !== seq) release(ready.cipher);
-    const c = ready !== null && ready.seq === seq
-      ? ready.cipher
-      : aesGcmCipher(this.#key, ivOf(seq, this.#iv));
+    const c = this.#ahead.take(this.#seq++);
     const head = c.update(plain);
     const tail = c.final();
     const out = new Uint8Array(head.length + tail.length + TAG_BYTES);
@@ -337,25 +374,14 @@ export class Sealer {
     return out;
   }
 
-  /**
-   * Makes the cipher for the next frame now, if it is not made yet (see the class). Never
-   * throws: should node:crypto fail here, the frame makes its own when it is sealed.
-   */
+  /** Makes the cipher for the next frame now, if it is not made yet. Never throws. */
   prepare(): void {
-    if (this.#ready !== null && this.#ready.seq === this.#seq) return;
-    this.release();
-    try {
-      this.#ready = {
-        seq: this.#seq,
-        cipher: aesGcmCipher(this.#key, ivOf(this.#seq, this.#iv)),
-      };
-    } catch { /* made at the seal */ }
+    this.#ahead.prepare(this.#seq);
   }
 
   /** Ends the cipher made ahead, if any (the channel is closing). */
   release(): void {
-    if (this.#ready !== null) release(this.#ready.cipher);
-    this.#ready = null;
+    this.#ahead.release();
   }
 }
 
@@ -364,11 +390,13 @@ export class Opener {
   readonly #key: DirectionKey;
   readonly #iv = new Uint8Array(12);
   #seq = 0;
-  /** The decipher for frame `seq`, made by `prepare`: used by that frame only. */
-  #ready: { seq: number; decipher: Decipher } | null = null;
+  readonly #ahead: MadeAhead<Decipher>;
 
   constructor(key: DirectionKey) {
     this.#key = key;
+    this.#ahead = new MadeAhead((seq) =>
+      aesGcmDecipher(key, ivOf(seq, this.#iv))
+    );
   }
 
   /**
@@ -385,13 +413,8 @@ export class Opener {
     | null
     | Promise<Uint8Array<ArrayBuffer> | null> {
     const seq = this.#seq++;
-    const ready = this.#ready;
-    this.#ready = null;
-    const fits = cipher.length >= TAG_BYTES &&
-      cipher.length - TAG_BYTES <= SYNC_CRYPTO_BYTES;
-    if (ready !== null && !(fits && ready.seq === seq)) {
-      release(ready.decipher);
-    }
+    // A frame not opened here takes its number all the same: what was made for it is
+    // ended by the next frame's `take` (or the channel's close).
     if (cipher.length < TAG_BYTES) return null;
     if (cipher.length - TAG_BYTES > SYNC_CRYPTO_BYTES) {
       return crypto.subtle.decrypt(
@@ -403,9 +426,7 @@ export class Opener {
     const end = cipher.length - TAG_BYTES;
     let d: Decipher | null = null;
     try {
-      d = ready !== null && ready.seq === seq
-        ? ready.decipher
-        : aesGcmDecipher(this.#key, ivOf(seq, this.#iv));
+      d = this.#ahead.take(seq);
       d.setAuthTag(cipher.subarray(end));
       const head = d.update(cipher.subarray(0, end));
       const tail = d.final();
@@ -417,31 +438,22 @@ export class Opener {
     } catch {
       // A tag that does not match fails `final`, which releases the decipher; anything
       // failing before it would leave it held.
-      if (d !== null) release(d);
+      if (d !== null) finalize(d);
       return null;
     }
   }
 
   /**
-   * Makes the decipher for the next frame now, if it is not made yet (as
-   * `Sealer.prepare`, and never throws either): a channel calls it before it waits for its
-   * next read.
+   * Makes the decipher for the next frame now, if it is not made yet (`MadeAhead`). Never
+   * throws. A channel calls it before it waits for its next read.
    */
   prepare(): void {
-    if (this.#ready !== null && this.#ready.seq === this.#seq) return;
-    this.release();
-    try {
-      this.#ready = {
-        seq: this.#seq,
-        decipher: aesGcmDecipher(this.#key, ivOf(this.#seq, this.#iv)),
-      };
-    } catch { /* made at the open */ }
+    this.#ahead.prepare(this.#seq);
   }
 
   /** Ends the decipher made ahead, if any (the channel is closing). */
   release(): void {
-    if (this.#ready !== null) release(this.#ready.decipher);
-    this.#ready = null;
+    this.#ahead.release();
   }
 }
 
