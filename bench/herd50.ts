@@ -129,7 +129,7 @@ try {
     while (missing > 0 && performance.now() < deadline) {
       await tick();
       missing = 0;
-      for (const n of nodes) if (n.store.get(client) === undefined) missing++;
+      for (const n of nodes) if (!n.store.has(client)) missing++;
     }
     if (missing > 0) failed++;
     else all.push(performance.now() - t0);

@@ -529,7 +529,7 @@ export class HerdNode {
    * `?`, and the next poll came a round trip later (docs/benchmarks.md, round seven).
    */
   #answerWhatsat(line: string, cmd: WhatsatCommand, session: Session): void {
-    const known = this.#store.get(cmd.client) !== undefined;
+    const known = this.#store.has(cmd.client);
     const answer = known
       ? this.#whatsatWhenDurable(line, cmd)
       : this.#afterReads().then((seen) => {

@@ -55,13 +55,13 @@ import {
   encodeMeta,
   fits,
   KV_VALUE_LIMIT,
+  LinePacker,
   type Packed,
-  Packer,
   type SnapMeta,
   storedBytes,
 } from "./store/codec.ts";
 import { storeKeys } from "./store/keys.ts";
-import { lineEnd, lineIn, RecordTable } from "./store/table.ts";
+import { lineEnd, RecordTable } from "./store/table.ts";
 
 /** Store tuning; the defaults fit KV's limits (1,000 mutations, 800 KB a commit, 64 KiB a value). */
 export interface StoreOptions {
@@ -184,7 +184,12 @@ export class Store {
   /** Aborted when a stop begins: wakes every wait between commit attempts. */
   readonly #halt = new AbortController();
 
-  #pending: string[] = [];
+  /**
+   * The batch to commit next: where each of its lines is held (the table's chunk or stored
+   * value, and the offset), so the batch keeps no string of its own alive until its commit.
+   */
+  #pendingTexts: Uint8Array[] = [];
+  #pendingOffs: number[] = [];
   #pendingBytes = 0;
   #pendingGate: Gate | null = null;
   /** The pending batch holds a record someone waits for (see `offer`'s `lazy`). */
@@ -293,6 +298,11 @@ export class Store {
     return this.#table.size;
   }
 
+  /** Whether `client` is known (`get` without making the line a string). */
+  has(client: string): boolean {
+    return this.indexOf(client) >= 0;
+  }
+
   /** The latest AT line of `client`, if known. */
   get(client: string): string | undefined {
     const i = this.indexOf(client);
@@ -343,8 +353,10 @@ export class Store {
       this.#refuse(line);
       return false;
     }
-    if (!this.#merge(client, line)) return false;
-    this.#pending.push(line);
+    const e = this.#merge(client, line);
+    if (e < 0) return false;
+    this.#pendingTexts.push(this.#table.storedValue(e));
+    this.#pendingOffs.push(this.#table.storedOffset(e));
     this.#pendingBytes += line.length + 1;
     if (this.#pendingGate === null) this.#pendingGate = new Gate();
     if (!lazy) this.#urge();
@@ -356,23 +368,26 @@ export class Store {
     return true;
   }
 
-  /** Applies the record order; true when `line` became the client's record. */
-  #merge(client: string, line: string): boolean {
+  /**
+   * Applies the record order; the client's entry when `line` became its record, else -1.
+   * The table copies the line into its chunk (`RecordTable.add`).
+   */
+  #merge(client: string, line: string): number {
     const t = this.#table;
     const h = clientHash(client, 0, client.length);
     const b = h & (BUCKETS - 1);
-    const i = t.find(h, client, 0, client.length);
+    let i = t.find(h, client, 0, client.length);
     if (i < 0) {
-      t.add(h, line, -1, i);
+      i = t.add(h, line, -1, i);
       this.digest.counts[b]++;
     } else {
       const held = t.lineAt(i);
-      if (compareRecords(line, held) <= 0) return false;
+      if (compareRecords(line, held) <= 0) return -1;
       t.set(i, line);
       this.digest.toggle(b, held, 0, held.length);
     }
     this.digest.toggle(b, line, 0, line.length);
-    return true;
+    return i;
   }
 
   #refuse(line: string): void {
@@ -446,6 +461,14 @@ export class Store {
     return out;
   }
 
+  /**
+   * Bytes of the buffers holding the current records (`RecordTable.heldBytes`): at most
+   * the current lines plus what the log holds since the last snapshot. Walks every record.
+   */
+  heldBytes(): number {
+    return this.#table.heldBytes();
+  }
+
   /** All records, in the order their clients were first seen (tests and tools). */
   *records(): IterableIterator<string> {
     const t = this.#table;
@@ -459,7 +482,7 @@ export class Store {
       clients: this.#table.size,
       ...this.#stats,
       walRecords: this.#walSinceSnap,
-      pendingRecords: this.#pending.length,
+      pendingRecords: this.#pendingTexts.length,
     };
   }
 
@@ -468,7 +491,7 @@ export class Store {
 
   async #commitLoop(): Promise<void> {
     try {
-      while (this.#pending.length > 0) {
+      while (this.#pendingTexts.length > 0) {
         if (
           !this.#urgent && this.#o.lazyCommitMs > 0 &&
           !this.#halt.signal.aborted
@@ -476,9 +499,13 @@ export class Store {
           await this.#lazyWait();
         }
         this.#urgent = false;
-        const lines = this.#pending;
+        const texts = this.#pendingTexts;
+        const offs = this.#pendingOffs;
+        const n = texts.length;
+        const bytes = this.#pendingBytes;
         const gate = this.#pendingGate!;
-        this.#pending = [];
+        this.#pendingTexts = [];
+        this.#pendingOffs = [];
         this.#pendingBytes = 0;
         this.#pendingGate = null;
         this.#inflightGate = gate;
@@ -486,19 +513,19 @@ export class Store {
         this.#congestion = null;
         const s = this.#stats;
         s.batches++;
-        s.batchRecords += lines.length;
-        s.lastBatchRecords = lines.length;
-        s.largestBatchRecords = Math.max(s.largestBatchRecords, lines.length);
+        s.batchRecords += n;
+        s.lastBatchRecords = n;
+        s.largestBatchRecords = Math.max(s.largestBatchRecords, n);
         try {
-          await this.#writeWal(lines);
+          await this.#writeWal(texts, offs, bytes);
         } catch (e) {
           // Every attempt failed: these records are never acknowledged (their gate stays
           // shut), and the next batch starts with fresh attempts.
           s.commitsAbandoned++;
-          s.recordsAbandoned += lines.length;
+          s.recordsAbandoned += n;
           this.#inflightGate = null;
           this.#log?.warn("kv_commit_gave_up", {
-            records: lines.length,
+            records: n,
             attempts: this.#o.commitAttempts,
             error: (e as Error).message,
           });
@@ -506,7 +533,7 @@ export class Store {
         }
         this.#inflightGate = null;
         gate.open();
-        this.#walSinceSnap += lines.length;
+        this.#walSinceSnap += n;
         this.#lastCommitAt = this.#o.now();
         this.#maybeSnapshot();
       }
@@ -515,10 +542,19 @@ export class Store {
     }
   }
 
-  /** Writes lines to the log in as few atomic commits as KV's limits allow. */
-  async #writeWal(lines: string[]): Promise<void> {
-    const packer = new Packer(this.#o.valueBytes);
-    for (const line of lines) packer.add(line);
+  /**
+   * Writes lines (the one at `texts[k]` from `offs[k]`, each; `bytes` in all, with a `\n`
+   * each) to the log in as few atomic commits as KV's limits allow.
+   */
+  async #writeWal(
+    texts: Uint8Array[],
+    offs: number[],
+    bytes: number,
+  ): Promise<void> {
+    const packer = new LinePacker(this.#o.valueBytes, bytes);
+    for (let k = 0; k < texts.length; k++) {
+      packer.add(texts[k], offs[k], lineEnd(texts[k], offs[k]));
+    }
     const values = packer.finish();
     for (let i = 0; i < values.length; i += this.#o.valuesPerCommit) {
       const batch = values.slice(i, i + this.#o.valuesPerCommit);
@@ -625,7 +661,7 @@ export class Store {
     const foldedRecords = this.#walSinceSnap;
     const gen = this.#meta.gen + 1;
     const digest = new Digest();
-    const packer = new Packer(this.#o.valueBytes);
+    const packer = new LinePacker(this.#o.valueBytes);
     const t = this.#table;
     let chunk = 0;
     let records = 0;
@@ -645,14 +681,22 @@ export class Store {
     };
     // Entries added meanwhile are visited too (`t.size` is read each time); a replaced
     // entry gives its newest line. Either way the log past `walFrom` has what is missed.
+    // Each entry then holds its line where the packer copied it: the snapshot's values
+    // become what the index reads, as after a load, and the chunks and values it held
+    // before are let go once no current line is in them (this bounds what they keep).
     for (let i = 0; i < t.size; i++) {
       if (this.#state !== "ready") return;
-      const line = t.lineAt(i);
+      const text = t.storedValue(i);
+      const from = t.storedOffset(i);
+      const to = lineEnd(text, from);
+      const at = packer.add(text, from, to);
+      const held = packer.buffer;
+      t.set(i, held, at);
       const b = t.hashAt(i) & (BUCKETS - 1);
       digest.counts[b]++;
-      digest.toggle(b, line, 0, line.length);
+      digest.toggleIn(b, held, at, at + to - from);
       records++;
-      if (packer.add(line)) await queue(packer.take());
+      if (packer.ready) await queue(packer.take());
     }
     await queue(packer.finish());
     const meta: SnapMeta = { gen, chunks: chunk, walFrom, records, digest };
@@ -866,24 +910,11 @@ export class Store {
       }
       return;
     }
-    // The held line is compared and hashed where it is, when it came from a stored value too
-    // (always, unless a client offered it during the load).
-    const heldOff = t.storedOffset(i);
-    let held: string | Uint8Array;
-    let heldFrom: number;
-    let heldTo: number;
-    let newer: boolean;
-    if (heldOff >= 0) {
-      held = t.storedValue(i);
-      heldFrom = heldOff;
-      heldTo = lineEnd(held, heldOff);
-      newer = compareRecordsIn(bytes, off, end, held, heldFrom, heldTo) > 0;
-    } else {
-      held = t.lineAt(i);
-      heldFrom = 0;
-      heldTo = held.length;
-      newer = compareRecords(lineIn(bytes, off), held) > 0;
-    }
+    // The held line is compared and hashed where it is (the table holds every line as bytes).
+    const held = t.storedValue(i);
+    const heldFrom = t.storedOffset(i);
+    const heldTo = lineEnd(held, heldFrom);
+    const newer = compareRecordsIn(bytes, off, end, held, heldFrom, heldTo) > 0;
     if (newer) t.set(i, bytes, off);
     if (counted) {
       // Two records of one client were counted: keep the winner's.
@@ -896,8 +927,7 @@ export class Store {
       return;
     }
     // The held line leaves the digest (and the new one, when not yet counted, joins it).
-    if (typeof held === "string") digest.toggle(b, held, heldFrom, heldTo);
-    else digest.toggleIn(b, held, heldFrom, heldTo);
+    digest.toggleIn(b, held, heldFrom, heldTo);
     if (!counted) digest.toggleIn(b, bytes, off, end);
   }
 

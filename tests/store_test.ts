@@ -17,9 +17,13 @@ import {
   decodeMeta,
   encodeMeta,
   fits,
+  LinePacker,
   Packer,
   unpack,
 } from "../lib/store/codec.ts";
+import { lineEnd, lineIn, RecordTable } from "../lib/store/table.ts";
+import { clientHash } from "../lib/digest.ts";
+import fc from "fast-check";
 import { storeKeys } from "../lib/store/keys.ts";
 import {
   Client,
@@ -1325,4 +1329,159 @@ Deno.test("Store: a load skips and counts stored lines that are not AT lines, ke
     store.digest.encode(),
     digestOf(valid.join("\n")).encode(),
   );
+});
+
+Deno.test("LinePacker: values are the lines joined by \\n, packed greedily within valueBytes, and each line reads back where it landed", () => {
+  const line = fc.string({
+    unit: fc.integer({ min: 0x20, max: 0xff }).map((c) =>
+      String.fromCharCode(c === 0x0a ? 0x20 : c)
+    ),
+    minLength: 1,
+    maxLength: 120,
+  });
+  fc.assert(
+    fc.property(
+      fc.array(line, { minLength: 0, maxLength: 60 }),
+      fc.integer({ min: 120, max: 400 }),
+      (lines, valueBytes) => {
+        const packer = new LinePacker(valueBytes);
+        const values = [];
+        const landed: [Uint8Array, number][] = [];
+        for (const l of lines) {
+          const bytes = stringToBytes(`x${l}`);
+          // A line in the middle of other bytes: only [from, to) is copied.
+          const framed = new Uint8Array(bytes.length + 2);
+          framed.set(bytes, 1);
+          const at = packer.add(framed, 1, 1 + bytes.length);
+          landed.push([packer.buffer, at]);
+          if (packer.ready) values.push(...packer.take());
+        }
+        values.push(...packer.finish());
+        // The reference: greedy, a value closes when the next line would pass valueBytes.
+        const expected: string[] = [];
+        let part: string[] = [];
+        let size = 0;
+        for (const l of lines.map((l) => `x${l}`)) {
+          const more = l.length + (part.length > 0 ? 1 : 0);
+          if (part.length > 0 && size + more > valueBytes) {
+            expected.push(part.join("\n"));
+            part = [];
+            size = 0;
+          }
+          size += l.length + (part.length > 0 ? 1 : 0);
+          part.push(l);
+        }
+        if (part.length > 0) expected.push(part.join("\n"));
+        assert.deepEqual(values.map((v) => unpack(v.bytes)), expected);
+        assert.deepEqual(
+          values.map((v) => v.records),
+          expected.map((e) => e.split("\n").length),
+        );
+        assert.deepEqual(
+          landed.map(([b, at]) => lineIn(b, at)),
+          lines.map((l) => `x${l}`),
+        );
+        assert.equal(packer.ready, false);
+      },
+    ),
+    { numRuns: 200 },
+  );
+  // A line longer than a value (stored under a larger bound) goes alone, whole.
+  const packer = new LinePacker(10);
+  const long = stringToBytes("y".repeat(25));
+  packer.add(stringToBytes("short"), 0, 5);
+  const at = packer.add(long, 0, long.length);
+  assert.equal(lineIn(packer.buffer, at), "y".repeat(25));
+  assert.deepEqual(packer.finish().map((v) => unpack(v.bytes)), [
+    "short",
+    "y".repeat(25),
+  ]);
+});
+
+Deno.test("RecordTable: a line added or set as a string is held as bytes and reads back byte for byte, chunk after chunk", () => {
+  const t = new RecordTable();
+  const lines: string[] = [];
+  for (let i = 0; i < 3000; i++) {
+    // Bytes above 0x7f are one char a byte, as lines are.
+    const client = i % 7 === 0
+      ? bytesToString(new Uint8Array([0x63, 0xc3, 0xa9, 48 + (i % 10)])) + i
+      : `c${i}`;
+    const line = at(client, `1700000000.${i}`) + " ".repeat(i % 50);
+    const h = clientHash(client, 0, client.length);
+    const found = t.find(h, client, 0, client.length);
+    assert.ok(found < 0);
+    const e = t.add(h, line, -1, found);
+    assert.equal(e, i);
+    lines.push(line);
+  }
+  // Replacing lines copies them too; a line longer than a chunk gets a chunk of its own.
+  const long = at("c5", "1800000000." + "1".repeat(9)) + "z".repeat(70_000);
+  t.set(5, long);
+  lines[5] = long;
+  t.set(6, at("c6", "1800000000.6"));
+  lines[6] = at("c6", "1800000000.6");
+  for (let i = 0; i < lines.length; i++) {
+    assert.equal(t.lineAt(i), lines[i]);
+    const text = t.storedValue(i);
+    assert.ok(text instanceof Uint8Array);
+    assert.equal(
+      lineEnd(text, t.storedOffset(i)) - t.storedOffset(i),
+      lines[i].length,
+    );
+  }
+  assert.ok(
+    t.storedValue(5) !== t.storedValue(4),
+    "a long line has a chunk of its own",
+  );
+  assert.ok(t.storedValue(0) === t.storedValue(1), "short lines share a chunk");
+  const client = `c${2999}`;
+  assert.equal(
+    t.find(clientHash(client, 0, client.length), client, 0, client.length),
+    2999,
+  );
+});
+
+Deno.test("Store: a snapshot moves every current line into its values, letting go of the chunks that held the replaced ones", async () => {
+  using kv = await openKv(":memory:");
+  await using store = await openStore(kv, {
+    snapshotMinRecords: Number.MAX_SAFE_INTEGER,
+  });
+  await store.loaded;
+  const clients = 500;
+  const rounds = 10;
+  let lineBytes = 0;
+  for (let r = 0; r < rounds; r++) {
+    for (let c = 0; c < clients; c++) {
+      const line = at(`client-${c}`, `${1700000000 + r}.5`);
+      assert.equal(store.offer(line), true);
+      if (r === rounds - 1) lineBytes += line.length;
+    }
+  }
+  await store.durable()!.promise;
+  const before = store.heldBytes();
+  // Every round's lines went into chunks; the last round's are current, spread over chunks
+  // that also hold the nine earlier rounds' lines.
+  assert.ok(
+    before >= lineBytes * 3,
+    `${before} bytes held for ${lineBytes} of lines`,
+  );
+  await store.snapshot();
+  const after = store.heldBytes();
+  assert.ok(after >= lineBytes, `${after} >= ${lineBytes}`);
+  assert.ok(
+    after <= lineBytes + 2 * 60_001,
+    `${after} bytes held after the snapshot`,
+  );
+  for (let c = 0; c < clients; c += 37) {
+    assert.equal(
+      store.get(`client-${c}`),
+      at(`client-${c}`, `${1700000000 + rounds - 1}.5`),
+    );
+  }
+  assert.equal(store.has("client-0"), true, "the first client");
+  assert.equal(store.has("client-499"), true);
+  assert.equal(store.has("client-500"), false);
+  // And the next record of a client still replaces the snapshot's line.
+  assert.equal(store.offer(at("client-3", "1800000000.5")), true);
+  assert.equal(store.get("client-3"), at("client-3", "1800000000.5"));
 });
