@@ -1386,6 +1386,19 @@ Deno.test("LinePacker: values are the lines joined by \\n, packed greedily withi
     ),
     { numRuns: 200 },
   );
+  // At the bound exactly: 9 + 1 + 10 bytes fill a value of 20; one byte more starts the next.
+  const exact = new LinePacker(20);
+  for (
+    const l of ["a".repeat(9), "b".repeat(10), "c".repeat(9), "d".repeat(11)]
+  ) {
+    const bytes = stringToBytes(l);
+    exact.add(bytes, 0, bytes.length);
+  }
+  assert.deepEqual(exact.finish().map((v) => unpack(v.bytes)), [
+    `${"a".repeat(9)}\n${"b".repeat(10)}`,
+    "c".repeat(9),
+    "d".repeat(11),
+  ]);
   // A line longer than a value (stored under a larger bound) goes alone, whole.
   const packer = new LinePacker(10);
   const long = stringToBytes("y".repeat(25));
@@ -1447,20 +1460,23 @@ Deno.test("Store: a snapshot moves every current line into its values, letting g
     snapshotMinRecords: Number.MAX_SAFE_INTEGER,
   });
   await store.loaded;
-  const clients = 500;
+  const clients = 2000;
   const rounds = 10;
-  let lineBytes = 0;
+  // Client c is updated in rounds 0 to c % rounds: its current line is in the chunk of that
+  // round, so the current lines are spread over every round's chunks.
+  const current = new Map<string, string>();
   for (let r = 0; r < rounds; r++) {
     for (let c = 0; c < clients; c++) {
+      if (c % rounds < r) continue;
       const line = at(`client-${c}`, `${1700000000 + r}.5`);
       assert.equal(store.offer(line), true);
-      if (r === rounds - 1) lineBytes += line.length;
+      current.set(`client-${c}`, line);
     }
   }
+  let lineBytes = 0;
+  for (const line of current.values()) lineBytes += line.length;
   await store.durable()!.promise;
   const before = store.heldBytes();
-  // Every round's lines went into chunks; the last round's are current, spread over chunks
-  // that also hold the nine earlier rounds' lines.
   assert.ok(
     before >= lineBytes * 3,
     `${before} bytes held for ${lineBytes} of lines`,
@@ -1472,15 +1488,10 @@ Deno.test("Store: a snapshot moves every current line into its values, letting g
     after <= lineBytes + 2 * 60_001,
     `${after} bytes held after the snapshot`,
   );
-  for (let c = 0; c < clients; c += 37) {
-    assert.equal(
-      store.get(`client-${c}`),
-      at(`client-${c}`, `${1700000000 + rounds - 1}.5`),
-    );
-  }
+  for (const [client, line] of current) assert.equal(store.get(client), line);
   assert.equal(store.has("client-0"), true, "the first client");
-  assert.equal(store.has("client-499"), true);
-  assert.equal(store.has("client-500"), false);
+  assert.equal(store.has("client-1999"), true);
+  assert.equal(store.has("client-2000"), false);
   // And the next record of a client still replaces the snapshot's line.
   assert.equal(store.offer(at("client-3", "1800000000.5")), true);
   assert.equal(store.get("client-3"), at("client-3", "1800000000.5"));
