@@ -18,10 +18,10 @@
  * A line added as a string (a client's or a neighbor's record) is copied into a chunk of
  * bytes the table fills in turn (`CHUNK_BYTES`), and the string is let go: one string a
  * record, each kept for as long as it was current, had every record copied through the young
- * generation and held in the old one. Measured on five-node herds after a 5 s load (three
- * alternating pairs with a first version of this): bytes promoted 83-87 -> 56-61 MB at the
- * node taking the IAMATs, the collectors' pauses about a fifth shorter per record, and Ball's
- * heap after a scavenge 33-36 -> 10-14 MB (docs/benchmarks.md, round ten). A chunk stays alive
+ * generation and held in the old one. Measured on five-node herds after a 5 s load,
+ * alternating with the version that held strings: bytes promoted at a relay 26-32 -> 12-15 MB,
+ * the collectors' pauses over the five nodes 31-38% shorter (two pairs), the RSS after the
+ * load lower in eight pairs of eight (docs/benchmarks.md, round ten). A chunk stays alive
  * while one of its lines is current; the store's snapshot moves every line into the
  * snapshot's values (`set`), which lets the older chunks go, so what chunks hold beyond the
  * current lines is bounded by what the log holds since the last snapshot.
