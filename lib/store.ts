@@ -49,7 +49,7 @@ import {
 import { pause } from "./async.ts";
 import { Gate } from "./gate.ts";
 import type { NodeLog } from "./log.ts";
-import { clientOf, compareRecords, compareRecordsIn } from "./record.ts";
+import { clientOf, compareRecordsIn } from "./record.ts";
 import {
   decodeMeta,
   encodeMeta,
@@ -62,6 +62,20 @@ import {
 } from "./store/codec.ts";
 import { storeKeys } from "./store/keys.ts";
 import { lineEnd, RecordTable } from "./store/table.ts";
+
+/** Whether `line` is the line held at `bytes[from, to)` (one char a byte). */
+function sameLine(
+  line: string,
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+): boolean {
+  if (to - from !== line.length) return false;
+  for (let k = 0; k < line.length; k++) {
+    if (line.charCodeAt(k) !== bytes[from + k]) return false;
+  }
+  return true;
+}
 
 /** Store tuning; the defaults fit KV's limits (1,000 mutations, 800 KB a commit, 64 KiB a value). */
 export interface StoreOptions {
@@ -381,10 +395,24 @@ export class Store {
       i = t.add(h, line, -1, i);
       this.digest.counts[b]++;
     } else {
-      const held = t.lineAt(i);
-      if (compareRecords(line, held) <= 0) return -1;
-      t.set(i, line);
-      this.digest.toggle(b, held, 0, held.length);
+      // Compared where both are held, without making the held line a string: the new line
+      // is staged in the table's chunk and kept there, or the room is given back.
+      const held = t.storedValue(i);
+      const heldFrom = t.storedOffset(i);
+      const heldTo = lineEnd(held, heldFrom);
+      // The same record again (a relay's copy by another path) is the common refusal.
+      if (sameLine(line, held, heldFrom, heldTo)) return -1;
+      const at = t.stage(line);
+      const chunk = t.chunk;
+      if (
+        compareRecordsIn(chunk, at, at + line.length, held, heldFrom, heldTo) <=
+          0
+      ) {
+        t.unstage(at);
+        return -1;
+      }
+      t.set(i, chunk, at);
+      this.digest.toggleIn(b, held, heldFrom, heldTo);
     }
     this.digest.toggle(b, line, 0, line.length);
     return i;

@@ -18,7 +18,6 @@ import {
   encodeMeta,
   fits,
   LinePacker,
-  Packer,
   unpack,
 } from "../lib/store/codec.ts";
 import { lineEnd, lineIn, RecordTable } from "../lib/store/table.ts";
@@ -926,7 +925,7 @@ Deno.test("storeKeys: each key and range is the documented one, and a store writ
   ]);
 });
 
-Deno.test("Packer: packs lines in order into values of at most valueBytes, and unpack gives them back byte for byte", () => {
+Deno.test("LinePacker: packs lines in order into values of at most valueBytes, and unpack gives them back byte for byte", () => {
   const lines = [
     at("ascii", "1"),
     // Bytes above 0x7f, and the bytes of U+FFFD itself: not ASCII, still one char a byte.
@@ -934,8 +933,11 @@ Deno.test("Packer: packs lines in order into values of at most valueBytes, and u
     at(bytesToString(new Uint8Array([0xef, 0xbf, 0xbd])), "3"),
     ...Array.from({ length: 30 }, (_, i) => at(`c${i}`, `${i}`)),
   ];
-  const packer = new Packer(300);
-  for (const l of lines) packer.add(l);
+  const packer = new LinePacker(300);
+  for (const l of lines) {
+    const bytes = stringToBytes(l);
+    packer.add(bytes, 0, bytes.length);
+  }
   const values = packer.finish();
   assert.ok(values.length > 5, `${values.length} values`);
   for (const v of values) assert.ok(v.bytes.length <= 300, `${v.bytes.length}`);
@@ -1386,6 +1388,22 @@ Deno.test("LinePacker: values are the lines joined by \\n, packed greedily withi
     ),
     { numRuns: 200 },
   );
+  // With the bytes to come known, a value's buffer is no larger than its lines: a commit of
+  // one record does not take a buffer of valueBytes.
+  const sized = new LinePacker(60_000, 11);
+  const ten = stringToBytes("x".repeat(10));
+  sized.add(ten, 0, 10);
+  const [one] = sized.finish();
+  assert.equal(unpack(one.bytes), "x".repeat(10));
+  assert.equal(one.bytes.buffer.byteLength, 11);
+  // Told too few bytes, it starts a new value rather than overrun its buffer.
+  const short = new LinePacker(60_000, 11);
+  short.add(ten, 0, 10);
+  short.add(ten, 0, 10);
+  assert.deepEqual(short.finish().map((v) => unpack(v.bytes)), [
+    "x".repeat(10),
+    "x".repeat(10),
+  ]);
   // At the bound exactly: 9 + 1 + 10 bytes fill a value of 20; one byte more starts the next.
   const exact = new LinePacker(20);
   for (
@@ -1495,4 +1513,33 @@ Deno.test("Store: a snapshot moves every current line into its values, letting g
   // And the next record of a client still replaces the snapshot's line.
   assert.equal(store.offer(at("client-3", "1800000000.5")), true);
   assert.equal(store.get("client-3"), at("client-3", "1800000000.5"));
+});
+
+Deno.test("Store: an older record is compared where it would be kept and left out, and the lines around it stay whole", async () => {
+  using kv = await openKv(":memory:");
+  await using store = await openStore(kv);
+  await store.loaded;
+  const lines = Array.from(
+    { length: 10 },
+    (_, i) => at(`c${i}`, `1700000000.${i}`),
+  );
+  for (const l of lines) assert.equal(store.offer(l), true);
+  // Older and equal records of c5 are refused; their room in the chunk is given back.
+  assert.equal(store.offer(at("c5", "1600000000.5")), false);
+  assert.equal(store.offer(lines[5]), false);
+  // A newer record whose line begins with the held one is not the same record.
+  const longer = at("c7", "1700000000.75");
+  assert.ok(longer.startsWith(lines[7]));
+  assert.equal(store.offer(longer), true);
+  lines[7] = longer;
+  const next = at("c10", "1700000000.10");
+  assert.equal(store.offer(next), true);
+  const newer = at("c3", "1800000000.3");
+  assert.equal(store.offer(newer), true);
+  for (let i = 0; i < 10; i++) {
+    assert.equal(store.get(`c${i}`), i === 3 ? newer : lines[i]);
+  }
+  assert.equal(store.get("c10"), next);
+  await store.durable()?.promise;
+  assert.equal(store.stats().clients, 11);
 });

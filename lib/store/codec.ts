@@ -14,16 +14,17 @@
  *
  * @example
  * ```ts
- * import { Packer, unpack } from "./codec.ts";
- * const p = new Packer(60_000);
- * p.add("AT A +0.000000000 kiwi +1+1 5");
+ * import { LinePacker, unpack } from "./codec.ts";
+ * const line = new TextEncoder().encode("AT A +0.000000000 kiwi +1+1 5");
+ * const p = new LinePacker(60_000);
+ * p.add(line, 0, line.length);
  * const [value] = p.finish();
  * unpack(value.bytes); // "AT A +0.000000000 kiwi +1+1 5"
  * ```
  * @module
  */
 
-import { bytesToString, stringToBytes } from "../bytes.ts";
+import { bytesToString } from "../bytes.ts";
 import { Digest } from "../digest.ts";
 
 /** Deno KV's largest value, in bytes. */
@@ -38,14 +39,6 @@ export function fits(line: string, valueBytes: number): boolean {
 export interface Packed {
   bytes: Uint8Array;
   records: number;
-}
-
-const encoder = new TextEncoder();
-
-/** Byte strings that are pure ASCII encode natively; others char by char. */
-function encode(text: string): Uint8Array {
-  // deno-lint-ignore no-control-regex
-  return /[^\x00-\x7f]/.test(text) ? stringToBytes(text) : encoder.encode(text);
 }
 
 /**
@@ -78,7 +71,13 @@ export class LinePacker {
   /** Copies the line `bytes[from, to)`; returns where it starts in `buffer`. */
   add(bytes: Uint8Array, from: number, to: number): number {
     const n = to - from;
-    if (this.#records > 0 && this.#used + n > this.#valueBytes) this.#close();
+    if (
+      this.#records > 0 &&
+      (this.#used + n > this.#valueBytes || this.#used + n >= this.#buf!.length)
+    ) {
+      // Over the bound, or (only if `expectedBytes` was short) over the buffer: a new value.
+      this.#close();
+    }
     // A line longer than a value (loaded from values written under a larger bound) goes alone.
     this.#buf ??= new Uint8Array(
       Math.max(Math.min(this.#valueBytes + 1, this.#expected), n + 1),
@@ -123,32 +122,6 @@ export class LinePacker {
     this.#buf = null;
     this.#used = 0;
     this.#records = 0;
-  }
-}
-
-/** `LinePacker` for lines held as strings (byte strings, one char a byte). */
-export class Packer {
-  readonly #lines: LinePacker;
-
-  constructor(valueBytes: number) {
-    this.#lines = new LinePacker(valueBytes);
-  }
-
-  /** Adds a line; returns true when this completed a value (see `take`). */
-  add(line: string): boolean {
-    const bytes = encode(line);
-    this.#lines.add(bytes, 0, bytes.length);
-    return this.#lines.ready;
-  }
-
-  /** Values completed so far (the one being filled stays). */
-  take(): Packed[] {
-    return this.#lines.take();
-  }
-
-  /** Every value, the last partial one included. */
-  finish(): Packed[] {
-    return this.#lines.finish();
   }
 }
 

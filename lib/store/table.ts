@@ -67,8 +67,13 @@ export function lineIn(bytes: Uint8Array, off: number): string {
 
 const MIN_SLOTS = 1024;
 const EMPTY = new Uint8Array(0);
-/** Bytes of a chunk that lines added as strings are copied into. */
-const CHUNK_BYTES = 64 * 1024;
+/**
+ * Bytes of a chunk that lines added as strings are copied into: about 45 lines. A chunk stays
+ * alive while one of its lines is current, so until the next snapshot a record whose
+ * chunk-mates were all replaced costs its whole chunk; small chunks keep that worst case small
+ * and still make one object of about 45 records.
+ */
+const CHUNK_BYTES = 4 * 1024;
 
 /** Client id to latest line, over typed arrays. */
 export class RecordTable {
@@ -170,7 +175,9 @@ export class RecordTable {
     this.#touched = x;
   }
 
-  /** Entry `i` now holds `text` (or the line at `text[off]`, as in `add`). */
+  /** Entry `i` now holds `line` (copied into a chunk), or the line at `text[off]`. */
+  set(i: number, line: string): void;
+  set(i: number, text: Uint8Array, off: number): void;
   set(i: number, text: string | Uint8Array, off = -1): void {
     if (typeof text === "string") {
       off = this.#copy(text);
@@ -238,6 +245,24 @@ export class RecordTable {
       }
     }
     return true;
+  }
+
+  /**
+   * Copies `line` into the current chunk, to be compared where it lands before it is kept
+   * (`set(i, chunk, at)`) or let go (`unstage(at)`); returns its offset in `chunk`.
+   */
+  stage(line: string): number {
+    return this.#copy(line);
+  }
+
+  /** The chunk the last `stage` copied into. */
+  get chunk(): Uint8Array {
+    return this.#chunk;
+  }
+
+  /** Gives back the room of a line staged at `at` that was not kept. */
+  unstage(at: number): void {
+    this.#chunkUsed = at;
   }
 
   /** Copies `line` and a `\n` into the current chunk (a new one when full); returns its offset. */
