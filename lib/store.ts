@@ -490,8 +490,9 @@ export class Store {
   }
 
   /**
-   * Bytes of the buffers holding the current records (`RecordTable.heldBytes`): at most
-   * the current lines plus what the log holds since the last snapshot. Walks every record.
+   * Bytes of the buffers holding the current records (`RecordTable.heldBytes`): the
+   * current lines, plus at most what was written since the last snapshot and a chunk (4 KiB)
+   * a current record (docs/store.md, "Memory"). Walks every record.
    */
   heldBytes(): number {
     return this.#table.heldBytes();
