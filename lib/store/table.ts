@@ -21,10 +21,11 @@
  * generation and held in the old one. Measured on five-node herds after a 5 s load,
  * alternating with the version that held strings: bytes promoted at a relay 26-32 -> 12-15 MB,
  * the collectors' pauses over the five nodes 31-38% shorter (two pairs), the RSS after the
- * load lower in eight pairs of eight (docs/benchmarks.md, round ten). A chunk stays alive
+ * load lower in eleven pairs of eleven (docs/benchmarks.md, round ten). A chunk stays alive
  * while one of its lines is current; the store's snapshot moves every line into the
  * snapshot's values (`set`), which lets the older chunks go, so what chunks hold beyond the
- * current lines is bounded by what the log holds since the last snapshot.
+ * current lines is bounded by what the log holds since the last snapshot, and by a chunk
+ * (`CHUNK_BYTES`) a current record.
  *
  * Entries are never removed (a client's record is only ever replaced), so probing needs no
  * tombstones, and entries keep their insertion order for iteration.
