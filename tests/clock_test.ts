@@ -8,6 +8,7 @@ import fc from "fast-check";
 import {
   compareTimeText,
   formatSkew,
+  isTimeText,
   parseClientTime,
   systemClock,
 } from "../lib/clock.ts";
@@ -340,4 +341,51 @@ Deno.test("systemClock gives the current POSIX time in whole microseconds", () =
   assert.equal(typeof now, "bigint");
   assert.equal(now % 1000n, 0n);
   assert.ok(now >= before - 2_000_000n && now <= after + 2_000_000n);
+});
+
+Deno.test("isTimeText accepts exactly what parseClientTime reads (property)", () => {
+  // Valid times, near misses made from them, and short strings over the characters a time
+  // is made of, so that most texts are close to valid.
+  const nearMiss = fc.tuple(
+    timeText,
+    fc.nat(),
+    fc.constantFrom(".", "-", "+", " ", "e", ""),
+  )
+    .map(([t, at, c]) => {
+      const i = at % (t.length + 1);
+      return t.slice(0, i) + c + t.slice(i + (c === "" ? 1 : 0));
+    });
+  const digitsAndDots = fc.stringMatching(/^[0-9.]{0,14}$/);
+  fc.assert(
+    fc.property(
+      fc.oneof(timeText, nearMiss, digitsAndDots, fc.string()),
+      (text) => {
+        assert.equal(
+          isTimeText(text),
+          parseClientTime(text) !== null,
+          JSON.stringify(text),
+        );
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  for (
+    const text of [
+      "",
+      ".",
+      "1.",
+      ".5",
+      "1.1234567890",
+      "١٢",
+      "1.5\n",
+      "0",
+      "0.000000001",
+    ]
+  ) {
+    assert.equal(
+      isTimeText(text),
+      parseClientTime(text) !== null,
+      JSON.stringify(text),
+    );
+  }
 });

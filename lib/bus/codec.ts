@@ -39,7 +39,7 @@
  * @module
  */
 
-import { parseClientTime } from "../clock.ts";
+import { isTimeText } from "../clock.ts";
 import { BUCKETS } from "../digest.ts";
 import { isClientId } from "../record.ts";
 
@@ -242,8 +242,7 @@ function parseDiff(list: string): BusMessage | null {
 
 /** Is `time` a client time as IAMAT allows it? */
 export function isClientTime(time: string): boolean {
-  return time.length <= busLimits.clientLineBytes &&
-    parseClientTime(time) !== null;
+  return time.length <= busLimits.clientLineBytes && isTimeText(time);
 }
 
 function parseHave(f: string[]): BusMessage | null {
