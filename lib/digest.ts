@@ -22,6 +22,24 @@ export function fnv1a(s: string, seed = 0): number {
   return fnv1aRange(s, 0, s.length, seed);
 }
 
+/**
+ * `fnv1a` of the bytes `bytes[from, to)`: the same hash as `fnv1a` of the byte string that
+ * holds them (one char per byte), for lines the store keeps as bytes.
+ */
+export function fnv1aBytes(
+  bytes: Uint8Array,
+  from: number,
+  to: number,
+  seed = 0,
+): number {
+  let h = (0x811c9dc5 ^ seed) >>> 0;
+  for (let i = from; i < to; i++) {
+    h ^= bytes[i];
+    h = Math.imul(h, 0x01000193);
+  }
+  return avalanche(h);
+}
+
 /** `fnv1a` of `s[from, to)`, without slicing it out. */
 function fnv1aRange(s: string, from: number, to: number, seed: number): number {
   let h = (0x811c9dc5 ^ seed) >>> 0;

@@ -39,17 +39,20 @@
  * @module
  */
 
+import type { Holding } from "./bus/types.ts";
+import { bytesToString } from "./bytes.ts";
 import {
   bucketOf,
   BUCKETS,
   clientHash,
   clientHashIn,
   Digest,
+  fnv1aBytes,
 } from "./digest.ts";
 import { pause } from "./async.ts";
 import { Gate } from "./gate.ts";
 import type { NodeLog } from "./log.ts";
-import { clientOf, compareRecordsIn } from "./record.ts";
+import { clientOf, compareRecordsIn, timeOf } from "./record.ts";
 import {
   decodeMeta,
   encodeMeta,
@@ -181,6 +184,12 @@ interface Put {
 }
 
 type Tuning = Required<Omit<StoreOptions, "log" | "onCommit">>;
+
+/** The first space in `bytes[from, to)`, or -1. */
+function spaceIn(bytes: Uint8Array, from: number, to: number): number {
+  const p = bytes.indexOf(32, from);
+  return p >= 0 && p < to ? p : -1;
+}
 
 /** In-memory records with durable group commit to Deno KV. */
 export class Store {
@@ -487,6 +496,44 @@ export class Store {
       if (buckets.has(t.hashAt(i) & (BUCKETS - 1))) out.push(t.lineAt(i));
     }
     return out;
+  }
+
+  /**
+   * What catch-up lists of the records in `buckets` (`HAVE`): each one's client, time and
+   * `fnv1a(line, 1)`, read from the bytes that hold the line (no string of the whole line: a
+   * catch-up in a herd of a million clients lists them all). The same as `clientOf`,
+   * `timeOf` and `fnv1a` of each line `recordsIn(buckets)` gives. Lazy: an entry is read when
+   * it is taken, so a record replaced meanwhile is listed as it is then, and a client first
+   * seen meanwhile is listed too.
+   */
+  *holdingsIn(buckets: Set<number>): IterableIterator<Holding> {
+    const t = this.#table;
+    for (let i = 0; i < t.size; i++) {
+      if (!buckets.has(t.hashAt(i) & (BUCKETS - 1))) continue;
+      const text = t.storedValue(i);
+      const off = t.storedOffset(i);
+      const end = lineEnd(text, off);
+      const hash = fnv1aBytes(text, off, end, 1);
+      // The client is the fourth field, the time the last: found by their spaces. A line
+      // with fewer than four spaces (none the store accepts) goes through the string path.
+      let s = off;
+      for (let n = 0; n < 3 && s >= 0; n++) {
+        const p = spaceIn(text, s, end);
+        s = p < 0 ? -1 : p + 1;
+      }
+      const clientEnd = s < 0 ? -1 : spaceIn(text, s, end);
+      if (clientEnd < 0) {
+        const line = t.lineAt(i);
+        yield { client: clientOf(line), time: timeOf(line), hash };
+        continue;
+      }
+      const timeFrom = text.lastIndexOf(32, end - 1) + 1;
+      yield {
+        client: bytesToString(text.subarray(s, clientEnd)),
+        time: bytesToString(text.subarray(timeFrom, end)),
+        hash,
+      };
+    }
   }
 
   /**

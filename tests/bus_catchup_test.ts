@@ -9,8 +9,8 @@ import fc from "fast-check";
 import type { BusMessage } from "../lib/bus/codec.ts";
 import { CatchupDialer, lineHash } from "../lib/bus/catchup.ts";
 import { newStats } from "../lib/bus/types.ts";
-import { bucketOf, Digest } from "../lib/digest.ts";
-import { clientOf } from "../lib/record.ts";
+import { bucketOf, Digest, fnv1a } from "../lib/digest.ts";
+import { clientOf, timeOf } from "../lib/record.ts";
 
 /** A store of `records` (one per client) as catch-up sees it; positions are array indices. */
 function storeOf(records: string[]) {
@@ -28,6 +28,12 @@ function storeOf(records: string[]) {
         (skip === undefined || (i < skip.length && skip[i] !== 1)) &&
         buckets.has(bucketOf(clientOf(r)))
       ),
+    holdingsIn: (buckets: Set<number>) =>
+      records.filter((r) => buckets.has(bucketOf(clientOf(r)))).map((r) => ({
+        client: clientOf(r),
+        time: timeOf(r),
+        hash: fnv1a(r, 1),
+      })),
   };
 }
 

@@ -8,10 +8,10 @@
 
 import assert from "assert";
 import { bytesToString, stringToBytes } from "../lib/bytes.ts";
-import { BUCKETS, Digest } from "../lib/digest.ts";
+import { BUCKETS, Digest, fnv1a, fnv1aBytes } from "../lib/digest.ts";
 import { NodeLog } from "../lib/log.ts";
 import { HerdNode } from "../lib/node.ts";
-import { clientOf } from "../lib/record.ts";
+import { clientOf, timeOf } from "../lib/record.ts";
 import { Store, STORE_DEFAULTS } from "../lib/store.ts";
 import {
   decodeMeta,
@@ -681,6 +681,76 @@ Deno.test("Store.recordsIn: the records in the buckets asked for, less those mar
     line("c"),
   ]);
   assert.deepEqual(store.recordsIn(new Set()), []);
+});
+
+Deno.test("Store.holdingsIn: what HAVE lists of each record, read from its bytes, is what its line gives (property)", async () => {
+  // Clients and times as byte strings (UTF-8 bytes one char each), some longer than a chunk
+  // holds at its end; records held in chunks, in snapshot values and in loaded values.
+  const client = fc.oneof(
+    fc.stringMatching(/^[a-z0-9.-]{1,12}$/),
+    fc.constantFrom("k\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "x".repeat(300)),
+  );
+  const time = fc.stringMatching(/^[0-9]{1,12}(\.[0-9]{1,9})?$/);
+  const expected = (lines: string[]) =>
+    lines.map((l) => ({
+      client: clientOf(l),
+      time: timeOf(l),
+      hash: fnv1a(l, 1),
+    }));
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(fc.tuple(client, time), { minLength: 1, maxLength: 60 }),
+      fc.array(fc.nat(BUCKETS - 1), { maxLength: 40 }),
+      async (records, picked) => {
+        using kv = await openKv(":memory:");
+        const buckets = new Set(picked);
+        const all = new Set(Array.from({ length: BUCKETS }, (_, i) => i));
+        const half = Math.ceil(records.length / 2);
+        {
+          await using store = await openStore(kv);
+          for (const [c, t] of records.slice(0, half)) store.offer(at(c, t));
+          await store.durable()?.promise;
+          await store.snapshot(); // held in the snapshot's values
+          for (const [c, t] of records.slice(half)) store.offer(at(c, t)); // in chunks
+          for (const b of [buckets, all]) {
+            assert.deepEqual(
+              [...store.holdingsIn(b)],
+              expected(store.recordsIn(b)),
+            );
+          }
+          await store.durable()?.promise;
+        }
+        await using loaded = await openStore(kv); // in the values a load read
+        await loaded.loaded;
+        assert.deepEqual(
+          [...loaded.holdingsIn(all)],
+          expected(loaded.recordsIn(all)),
+        );
+        assert.equal([...loaded.holdingsIn(all)].length, loaded.size);
+      },
+    ),
+    { numRuns: 40 },
+  );
+});
+
+Deno.test("fnv1aBytes of bytes is fnv1a of the byte string holding them (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.uint8Array({ maxLength: 80 }),
+      fc.nat(),
+      fc.nat(),
+      fc.integer({ min: 0, max: 3 }),
+      (bytes, a, b, seed) => {
+        const from = a % (bytes.length + 1);
+        const to = from + (b % (bytes.length - from + 1));
+        assert.equal(
+          fnv1aBytes(bytes, from, to, seed),
+          fnv1a(bytesToString(bytes.subarray(from, to)), seed),
+        );
+      },
+    ),
+    { numRuns: 500 },
+  );
 });
 
 // ---------------------------------------------------------------------------------------

@@ -22,13 +22,18 @@
 import { compareTimeText } from "../clock.ts";
 import { fnv1a } from "../digest.ts";
 import type { NodeLog } from "../log.ts";
-import { clientOf, isClientId, timeOf } from "../record.ts";
+import { isClientId, timeOf } from "../record.ts";
 import { type BusMessage, type HaveEntry, isClientTime } from "./codec.ts";
 import type { CatchupStore, FloodStats } from "./types.ts";
 
 /** A record line's hash as sent in `HAVE` (8 hex digits). */
 export function lineHash(line: string): string {
-  return fnv1a(line, 1).toString(16).padStart(8, "0");
+  return hashText(fnv1a(line, 1));
+}
+
+/** `fnv1a(line, 1)` as `HAVE` writes it: 8 hex digits. */
+function hashText(h: number): string {
+  return h.toString(16).padStart(8, "0");
 }
 
 /** What catch-up needs of a connection. */
@@ -320,11 +325,11 @@ export class CatchupAcceptor {
   async #sendHave(buckets: Set<number>): Promise<void> {
     let part: HaveEntry[] = [];
     let bytes = 0;
-    for (const line of this.#store.recordsIn(buckets)) {
+    for (const held of this.#store.holdingsIn(buckets)) {
       const entry = {
-        client: clientOf(line),
-        time: timeOf(line),
-        hash: lineHash(line),
+        client: held.client,
+        time: held.time,
+        hash: hashText(held.hash),
       };
       // A record stored before the bus checked records may not fit the format: skip it.
       if (!isClientId(entry.client) || !isClientTime(entry.time)) continue;

@@ -91,6 +91,13 @@ export interface PeerCounters {
   catchingUp: number;
 }
 
+/** A record as `HAVE` lists it: its client, its time and `fnv1a(line, 1)`. */
+export interface Holding {
+  client: string;
+  time: string;
+  hash: number;
+}
+
 /** What catch-up reads of the store. */
 export interface CatchupStore {
   readonly digest: {
@@ -101,6 +108,8 @@ export interface CatchupStore {
   };
   /** Records in `buckets`, but those at positions marked in `skip` or past its end. */
   recordsIn(buckets: Set<number>, skip?: Uint8Array): string[];
+  /** What `HAVE` lists of the records in `buckets`, read as it is taken. */
+  holdingsIn(buckets: Set<number>): Iterable<Holding>;
   /** Clients held; positions run from 0 to `size - 1`. */
   readonly size: number;
   /** A client's position, or -1. */
