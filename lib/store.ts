@@ -352,6 +352,27 @@ export class Store {
   }
 
   /**
+   * The time field of the line at `index`: `timeOf(lineAt(index))`, read from its bytes
+   * without a string of the whole line (catch-up compares a million of them).
+   */
+  timeAt(index: number): string {
+    const t = this.#table;
+    const text = t.storedValue(index);
+    const end = lineEnd(text, t.storedOffset(index));
+    return bytesToString(
+      text.subarray(text.lastIndexOf(32, end - 1) + 1, end),
+    );
+  }
+
+  /** `fnv1a(lineAt(index), 1)`, over the line's bytes. */
+  lineHashAt(index: number): number {
+    const t = this.#table;
+    const text = t.storedValue(index);
+    const off = t.storedOffset(index);
+    return fnv1aBytes(text, off, lineEnd(text, off), 1);
+  }
+
+  /**
    * Offers a record (a valid AT line). It replaces the held record only if it is newer; an
    * accepted record is queued for the next group commit. Returns whether it was accepted:
    * false for an older record, one that could not be stored (refused, counted and logged),

@@ -23,6 +23,8 @@ function storeOf(records: string[]) {
     indexOf: (client: string) =>
       records.findIndex((r) => clientOf(r) === client),
     lineAt: (i: number) => records[i],
+    timeAt: (i: number) => timeOf(records[i]),
+    lineHashAt: (i: number) => fnv1a(records[i], 1),
     recordsIn: (buckets: Set<number>, skip?: Uint8Array) =>
       records.filter((r, i) =>
         (skip === undefined || (i < skip.length && skip[i] !== 1)) &&

@@ -683,7 +683,7 @@ Deno.test("Store.recordsIn: the records in the buckets asked for, less those mar
   assert.deepEqual(store.recordsIn(new Set()), []);
 });
 
-Deno.test("Store.holdingsIn: what HAVE lists of each record, read from its bytes, is what its line gives (property)", async () => {
+Deno.test("Store.holdingsIn, timeAt and lineHashAt: what catch-up reads of each record's bytes is what its line gives (property)", async () => {
   // Clients and times as byte strings (UTF-8 bytes one char each), some longer than a chunk
   // holds at its end; records held in chunks, in snapshot values and in loaded values.
   const client = fc.oneof(
@@ -712,6 +712,11 @@ Deno.test("Store.holdingsIn: what HAVE lists of each record, read from its bytes
           await store.durable()?.promise;
           await store.snapshot(); // held in the snapshot's values
           for (const [c, t] of records.slice(half)) store.offer(at(c, t)); // in chunks
+          for (let i = 0; i < store.size; i++) {
+            const line = store.lineAt(i);
+            assert.equal(store.timeAt(i), timeOf(line));
+            assert.equal(store.lineHashAt(i), fnv1a(line, 1));
+          }
           for (const b of [buckets, all]) {
             assert.deepEqual(
               [...store.holdingsIn(b)],
@@ -727,6 +732,11 @@ Deno.test("Store.holdingsIn: what HAVE lists of each record, read from its bytes
           expected(loaded.recordsIn(all)),
         );
         assert.equal([...loaded.holdingsIn(all)].length, loaded.size);
+        for (let i = 0; i < loaded.size; i++) {
+          const line = loaded.lineAt(i);
+          assert.equal(loaded.timeAt(i), timeOf(line));
+          assert.equal(loaded.lineHashAt(i), fnv1a(line, 1));
+        }
       },
     ),
     { numRuns: 40 },

@@ -22,7 +22,7 @@
 import { compareTimeText } from "../clock.ts";
 import { fnv1a } from "../digest.ts";
 import type { NodeLog } from "../log.ts";
-import { isClientId, timeOf } from "../record.ts";
+import { isClientId } from "../record.ts";
 import { type BusMessage, type HaveEntry, isClientTime } from "./codec.ts";
 import type { CatchupStore, FloodStats } from "./types.ts";
 
@@ -185,9 +185,11 @@ export class CatchupDialer {
       if (i < 0 || i >= covered.length) continue;
       // Not sent when the peer holds it at a later time, or at the same time with the
       // same bytes (at the same time with other bytes, the peer applies the tie-break).
-      const line = store.lineAt(i);
-      const byTime = compareTimeText(timeOf(line), e.time);
-      if (byTime < 0 || (byTime === 0 && lineHash(line) === e.hash)) {
+      const byTime = compareTimeText(store.timeAt(i), e.time);
+      if (
+        byTime < 0 ||
+        (byTime === 0 && hashText(store.lineHashAt(i)) === e.hash)
+      ) {
         covered[i] = 1;
       }
     }

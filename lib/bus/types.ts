@@ -116,6 +116,10 @@ export interface CatchupStore {
   indexOf(client: string): number;
   /** The record at a position. */
   lineAt(index: number): string;
+  /** `timeOf(lineAt(index))`. */
+  timeAt(index: number): string;
+  /** `fnv1a(lineAt(index), 1)`. */
+  lineHashAt(index: number): number;
   readonly loaded: Promise<void>;
 }
 
