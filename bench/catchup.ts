@@ -5,7 +5,9 @@
  * start until it holds them all, with no client traffic. Then the cost of a reconnection
  * when nothing differs: bytes exchanged on its links.
  *
- * In one process: two real nodes on loopback with disk-backed KV.
+ * In one process: two real nodes on loopback with disk-backed KV. `catch_up_cpu_ms` is the
+ * process's CPU (both nodes, every thread) over the catch-up: it varies less than the wall
+ * time on a shared machine.
  *
  * @module
  */
@@ -14,7 +16,7 @@ import { HerdNode } from "../lib/node.ts";
 import { Store } from "../lib/store.ts";
 import { StubPlaces } from "../tests/helpers.ts";
 import { makeTopology } from "../tests/helpers.ts";
-import { pipelineIamats, result } from "./common.ts";
+import { pipelineIamats, processCpuMs, result } from "./common.ts";
 
 const missed = Number(Deno.env.get("BENCH_MISSED") ?? 60_000);
 const base = Number(Deno.env.get("BENCH_CATCHUP_CLIENTS") ?? 1_000_000);
@@ -72,9 +74,11 @@ try {
   await pipelineIamats(topology.servers.get("Alford")!.port, missed);
   let ball = make("Ball");
   const t0 = performance.now();
+  const cpu0 = processCpuMs(Deno.pid);
   await ball.start();
   await waitUntil(() => ball.store.size >= base + missed, 120_000);
   const catchUpMs = performance.now() - t0;
+  const cpu1 = processCpuMs(Deno.pid);
   await waitUntil(() => ball.flood.connected().length === 1, 5000);
   await new Promise((r) => setTimeout(r, 300));
   await ball.stop();
@@ -94,6 +98,8 @@ try {
     build_s: buildS,
     missed_updates: missed,
     catch_up_ms: Math.round(catchUpMs),
+    // NaN where /proc cannot be read (not Linux).
+    catch_up_cpu_ms: cpu0 === null || cpu1 === null ? NaN : cpu1 - cpu0,
     catch_up_bytes: catchUpBytes,
     in_sync_reconnect_bytes: idleBytes,
   });
