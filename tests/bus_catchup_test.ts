@@ -350,3 +350,19 @@ Deno.test("catch-up dialer: pushes exactly what the acceptor lacks, holds older,
     { numRuns: 200, seed: 20261130 },
   );
 });
+
+Deno.test("lineHash is fnv1a(line, 1) as 8 lowercase hex digits (property)", () => {
+  fc.assert(
+    fc.property(fc.string({ maxLength: 40 }), (line) => {
+      assert.equal(
+        lineHash(line),
+        fnv1a(line, 1).toString(16).padStart(8, "0"),
+      );
+    }),
+    { numRuns: 2000 },
+  );
+  // Hashes with leading zero bytes and nibbles, and the extremes, as text.
+  for (const line of ["", "a", "AT A +0.000000000 kiwi +1+1 1"]) {
+    assert.match(lineHash(line), /^[0-9a-f]{8}$/);
+  }
+});
