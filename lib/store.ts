@@ -358,10 +358,11 @@ export class Store {
   timeAt(index: number): string {
     const t = this.#table;
     const text = t.storedValue(index);
-    const end = lineEnd(text, t.storedOffset(index));
-    return bytesToString(
-      text.subarray(text.lastIndexOf(32, end - 1) + 1, end),
-    );
+    const off = t.storedOffset(index);
+    const end = lineEnd(text, off);
+    // The last space of this line only: a search from `end` may reach the line before it.
+    const space = end > off ? text.lastIndexOf(32, end - 1) : -1;
+    return bytesToString(text.subarray(space >= off ? space + 1 : off, end));
   }
 
   /** `fnv1a(lineAt(index), 1)`, over the line's bytes. */
@@ -536,7 +537,8 @@ export class Store {
       const end = lineEnd(text, off);
       const hash = fnv1aBytes(text, off, end, 1);
       // The client is the fourth field, the time the last: found by their spaces. A line
-      // with fewer than four spaces (none the store accepts) goes through the string path.
+      // with fewer than four spaces (none the node offers: it offers valid AT lines) goes
+      // through the string path.
       let s = off;
       for (let n = 0; n < 3 && s >= 0; n++) {
         const p = spaceIn(text, s, end);

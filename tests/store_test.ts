@@ -743,6 +743,52 @@ Deno.test("Store.holdingsIn, timeAt and lineHashAt: what catch-up reads of each 
   );
 });
 
+Deno.test("Store.holdingsIn, timeAt and lineHashAt agree with the string path on lines the node never offers", async () => {
+  using kv = await openKv(":memory:");
+  await using store = await openStore(kv);
+  // Odd lines after a valid one in the same chunk, each under a client of its own: the
+  // string path's answer is the reference (a time search must not reach the line before).
+  const lines = [
+    at("kiwi", "5"),
+    "nospaces",
+    "",
+    "a b",
+    "a b c d",
+    "AT A +1 c\xc3\xa9 +1+1 7",
+  ];
+  lines.forEach((line, k) => assert.ok(store.offer(line, `c${k}`)));
+  const all = new Set(Array.from({ length: BUCKETS }, (_, i) => i));
+  assert.deepEqual(
+    [...store.holdingsIn(all)],
+    store.recordsIn(all).map((l) => ({
+      client: clientOf(l),
+      time: timeOf(l),
+      hash: fnv1a(l, 1),
+    })),
+  );
+  assert.equal(store.size, lines.length);
+  for (let i = 0; i < store.size; i++) {
+    const line = store.lineAt(i);
+    assert.equal(store.timeAt(i), timeOf(line), JSON.stringify(line));
+    assert.equal(store.lineHashAt(i), fnv1a(line, 1));
+  }
+});
+
+Deno.test("Store.holdingsIn reads each record as it is taken: one replaced meanwhile is listed as it is then, one first seen meanwhile is listed too", async () => {
+  using kv = await openKv(":memory:");
+  await using store = await openStore(kv);
+  for (const c of ["a", "b"]) assert.ok(store.offer(at(c, "1")));
+  const all = new Set(Array.from({ length: BUCKETS }, (_, i) => i));
+  const listing = store.holdingsIn(all);
+  assert.equal(listing.next().value?.client, "a");
+  assert.ok(store.offer(at("b", "2"))); // replaced before it is taken
+  assert.ok(store.offer(at("c", "1"))); // first seen after the listing began
+  assert.deepEqual([...listing].map((h) => [h.client, h.time]), [["b", "2"], [
+    "c",
+    "1",
+  ]]);
+});
+
 Deno.test("fnv1aBytes of bytes is fnv1a of the byte string holding them (property)", () => {
   fc.assert(
     fc.property(
