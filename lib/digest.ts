@@ -76,12 +76,7 @@ export function clientHashIn(
   from: number,
   to: number,
 ): number {
-  let h = (0x811c9dc5 ^ CLIENT_SEED) >>> 0;
-  for (let i = from; i < to; i++) {
-    h ^= bytes[i];
-    h = Math.imul(h, 0x01000193);
-  }
-  return avalanche(h);
+  return fnv1aBytes(bytes, from, to, CLIENT_SEED);
 }
 
 /** The bucket a client's record lives in. */

@@ -52,7 +52,7 @@ import {
 import { pause } from "./async.ts";
 import { Gate } from "./gate.ts";
 import type { NodeLog } from "./log.ts";
-import { clientOf, compareRecordsIn, timeOf } from "./record.ts";
+import { clientOf, compareRecordsIn } from "./record.ts";
 import {
   decodeMeta,
   encodeMeta,
@@ -184,6 +184,12 @@ interface Put {
 }
 
 type Tuning = Required<Omit<StoreOptions, "log" | "onCommit">>;
+
+/** The last field of the line `bytes[off, end)` (`timeOf`), searched within the line only. */
+function timeIn(bytes: Uint8Array, off: number, end: number): string {
+  const space = end > off ? bytes.lastIndexOf(32, end - 1) : -1;
+  return bytesToString(bytes.subarray(space >= off ? space + 1 : off, end));
+}
 
 /** The first space in `bytes[from, to)`, or -1. */
 function spaceIn(bytes: Uint8Array, from: number, to: number): number {
@@ -359,10 +365,7 @@ export class Store {
     const t = this.#table;
     const text = t.storedValue(index);
     const off = t.storedOffset(index);
-    const end = lineEnd(text, off);
-    // The last space of this line only: a search from `end` may reach the line before it.
-    const space = end > off ? text.lastIndexOf(32, end - 1) : -1;
-    return bytesToString(text.subarray(space >= off ? space + 1 : off, end));
+    return timeIn(text, off, lineEnd(text, off));
   }
 
   /** `fnv1a(lineAt(index), 1)`, over the line's bytes. */
@@ -535,26 +538,20 @@ export class Store {
       const text = t.storedValue(i);
       const off = t.storedOffset(i);
       const end = lineEnd(text, off);
-      const hash = fnv1aBytes(text, off, end, 1);
-      // The client is the fourth field, the time the last: found by their spaces. A line
-      // with fewer than four spaces (none the node offers: it offers valid AT lines) goes
-      // through the string path.
+      // The client is the fourth field, found by its spaces. A line with fewer than four
+      // (none the node offers: it offers valid AT lines) takes `clientOf`'s answer.
       let s = off;
       for (let n = 0; n < 3 && s >= 0; n++) {
         const p = spaceIn(text, s, end);
         s = p < 0 ? -1 : p + 1;
       }
       const clientEnd = s < 0 ? -1 : spaceIn(text, s, end);
-      if (clientEnd < 0) {
-        const line = t.lineAt(i);
-        yield { client: clientOf(line), time: timeOf(line), hash };
-        continue;
-      }
-      const timeFrom = text.lastIndexOf(32, end - 1) + 1;
       yield {
-        client: bytesToString(text.subarray(s, clientEnd)),
-        time: bytesToString(text.subarray(timeFrom, end)),
-        hash,
+        client: clientEnd < 0
+          ? clientOf(t.lineAt(i))
+          : bytesToString(text.subarray(s, clientEnd)),
+        time: timeIn(text, off, end),
+        hash: fnv1aBytes(text, off, end, 1),
       };
     }
   }
